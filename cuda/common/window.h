@@ -1,0 +1,79 @@
+// Neighborhood window math: the ONE copy used by every kernel (CPU and CUDA).
+// Semantics: ../shared/na-semantics.md (NATTEN 0.21). Python twin: jax_na/reference.py
+// (tested against an independent dense-mask oracle in tests/).
+//
+// Coordinates: a spatial coordinate x in [0, L) belongs to dilation group g = x % d at
+// position p = x / d. Queries only see keys of their own group. Windows are expressed in
+// positions; coordinate of position p' in group g is p' * d + g.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define NA_HD __host__ __device__ __forceinline__
+#else
+#define NA_HD inline
+#endif
+
+namespace jax_na {
+
+// Parameters of one spatial dimension.
+struct DimParams {
+  int extent;    // L
+  int kernel;    // k
+  int stride;    // s
+  int dilation;  // d
+  bool causal;
+};
+
+NA_HD int na_min(int a, int b) { return a < b ? a : b; }
+NA_HD int na_max(int a, int b) { return a > b ? a : b; }
+
+// Number of coordinates x < L with x % d == g.
+NA_HD int group_extent(int L, int d, int g) { return (L - g + d - 1) / d; }
+
+// Half-open window [start, end) of key positions for query position p in a group of
+// extent Lg. Non-causal windows always hold exactly k positions; causal ones may hold fewer.
+struct Window {
+  int start;
+  int end;
+};
+
+NA_HD Window window_positions(int p, int Lg, int k, int s, bool causal) {
+  if (causal) {
+    const int leader = na_min((p / s) * s + s - 1, Lg - 1);
+    return Window{na_max(leader - k + 1, 0), p + 1};
+  }
+  const int leader = na_min((p / s) * s + s / 2, Lg - 1);
+  const int left = k / 2;
+  const int right = k / 2 + (k % 2) - 1;
+  const int centre = na_max(left, na_min(leader, Lg - 1 - right));
+  return Window{centre - left, centre + right + 1};
+}
+
+// Window of query coordinate x along one dimension, in key positions of x's group.
+NA_HD Window window_of(int x, const DimParams& dp) {
+  const int g = x % dp.dilation;
+  const int Lg = group_extent(dp.extent, dp.dilation, g);
+  return window_positions(x / dp.dilation, Lg, dp.kernel, dp.stride, dp.causal);
+}
+
+// Key positions touched by any query position in [p_begin, p_end) of one group: the union of
+// their windows. Window starts and ends are non-decreasing in p, so the union is one interval.
+NA_HD Window tile_key_range(int p_begin, int p_end, int Lg, int k, int s, bool causal) {
+  const Window first = window_positions(p_begin, Lg, k, s, causal);
+  const Window last = window_positions(p_end - 1, Lg, k, s, causal);
+  return Window{first.start, last.end};
+}
+
+// True if every query position in [p_begin, p_end) sees every key position in
+// [kp_begin, kp_end): such a key tile needs no mask along this dimension.
+NA_HD bool tile_fully_inside(int p_begin, int p_end, int kp_begin, int kp_end, int Lg, int k,
+                             int s, bool causal) {
+  // The intersection of windows is [start of last query, end of first query).
+  const Window first = window_positions(p_begin, Lg, k, s, causal);
+  const Window last = window_positions(p_end - 1, Lg, k, s, causal);
+  return kp_begin >= last.start && kp_end <= first.end;
+}
+
+}  // namespace jax_na

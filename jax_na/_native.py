@@ -1,0 +1,51 @@
+"""Loads the compiled extension and registers its XLA FFI handlers, once, at import.
+
+The extension `jax_na._jax_na_native` (built from cuda/bindings.cc) returns handler capsules by
+target name. It may be missing (pure-Python install) or built without CUDA; `available_families`
+says what can run.
+"""
+
+from __future__ import annotations
+
+import jax
+
+try:
+    from . import _jax_na_native as _ext
+except ImportError as e:  # pragma: no cover - exercised only on installs without the extension
+    _ext = None
+    IMPORT_ERROR: Exception | None = e
+else:
+    IMPORT_ERROR = None
+
+# Native kernel families and their FFI platform.
+CPU_FAMILIES = ("cpu",)
+CUDA_FAMILIES = ("cuda-naive", "cuda-gemm", "cuda-fused")
+
+
+def target_name(direction: str, family: str) -> str:
+    """FFI target of one direction ('fwd' or 'bwd') of one family, e.g. jax_na_fwd_cuda_fused."""
+    return f"jax_na_{direction}_{family.replace('-', '_')}"
+
+
+def _register() -> tuple[frozenset, frozenset]:
+    if _ext is None:
+        return frozenset(), frozenset()
+    cpu = dict(_ext.cpu_registrations())
+    for name, capsule in cpu.items():
+        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    cuda = dict(_ext.cuda_registrations())
+    for name, capsule in cuda.items():
+        jax.ffi.register_ffi_target(name, capsule, platform="CUDA")
+    return frozenset(cpu), frozenset(cuda)
+
+
+_CPU_TARGETS, _CUDA_TARGETS = _register()
+
+
+def has_family(family: str) -> bool:
+    targets = _CPU_TARGETS if family in CPU_FAMILIES else _CUDA_TARGETS
+    return target_name("fwd", family) in targets and target_name("bwd", family) in targets
+
+
+def available_families() -> tuple[str, ...]:
+    return tuple(f for f in CPU_FAMILIES + CUDA_FAMILIES if has_family(f))

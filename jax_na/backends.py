@@ -1,0 +1,59 @@
+"""Backend names and the choice of kernel family.
+
+`backend=` at the public API takes one of BACKENDS or None. "reference" runs the pure-JAX
+function (JAX differentiates it). Every other backend runs through the primitives; None means
+"auto": the family is chosen per platform at lowering time, when the platform is known.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from . import _native
+
+REFERENCE = "reference"
+AUTO = "auto"
+BACKENDS = (REFERENCE,) + _native.CPU_FAMILIES + _native.CUDA_FAMILIES
+
+# Head dims the tensor-core families are built for; any other head_dim goes to cuda-naive.
+TENSOR_CORE_HEAD_DIMS = (32, 64, 128)
+
+
+def resolve(backend: str | None) -> str:
+    """Check a user's backend choice; returns a backend name or AUTO."""
+    if backend is None:
+        return AUTO if _native.available_families() else REFERENCE
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
+    if backend != REFERENCE and not _native.has_family(backend):
+        why = (
+            f"the native extension did not import ({_native.IMPORT_ERROR})"
+            if _native._ext is None
+            else "this build of jax_na does not include it (built without CUDA?)"
+        )
+        raise ValueError(f"backend {backend!r} is not available: {why}")
+    return backend
+
+
+def family_for(platform: str, backend: str, dtype, head_dim: int) -> str | None:
+    """The native family a primitive lowers to on `platform`, or None for the XLA fallback.
+
+    Raises ValueError when an explicitly chosen backend cannot run on the platform.
+    """
+    if platform == "cpu":
+        if backend == AUTO:
+            return "cpu" if _native.has_family("cpu") else None
+        if backend == "cpu":
+            return backend
+    elif platform == "cuda":
+        if backend == AUTO:
+            fused_ok = jnp.dtype(dtype) != jnp.dtype(jnp.float32) and head_dim in TENSOR_CORE_HEAD_DIMS
+            for family in (("cuda-fused",) if fused_ok else ()) + ("cuda-naive",):
+                if _native.has_family(family):
+                    return family
+            return None
+        if backend.startswith("cuda-"):
+            return backend
+    elif backend == AUTO:
+        return None
+    raise ValueError(f"backend {backend!r} cannot run on platform {platform!r}")

@@ -1,0 +1,111 @@
+"""The forward and backward primitives: abstract evaluation, batching and lowering.
+
+na_fwd_p(q, k, v)                     -> (out, lse)
+na_bwd_p(q, k, v, dout, lse, delta)   -> (dq, dk, dv)     delta = rowsum(dout*out) - dlse
+
+Static params: `params` (NAParams) and `backend` (a backend name or "auto"). Each platform's
+lowering emits a jax.ffi custom call to the chosen native family; platforms without one (or
+"auto" with no native family) lower the reference math instead, so every backend enters the
+same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jex_core
+from jax.interpreters import batching, mlir
+
+from . import _native, backends, reference
+from .params import NAParams
+
+na_fwd_p = jex_core.Primitive("jax_na_fwd")
+na_fwd_p.multiple_results = True
+na_bwd_p = jex_core.Primitive("jax_na_bwd")
+na_bwd_p.multiple_results = True
+
+
+# --- abstract evaluation ---------------------------------------------------------------------
+
+def _fwd_abstract(q, k, v, *, params: NAParams, backend: str):
+    lse = jax.core.ShapedArray(q.shape[:-1], jnp.float32)
+    return jax.core.ShapedArray(q.shape, q.dtype), lse
+
+
+def _bwd_abstract(q, k, v, dout, lse, delta, *, params: NAParams, backend: str):
+    return (jax.core.ShapedArray(q.shape, q.dtype), jax.core.ShapedArray(k.shape, k.dtype),
+            jax.core.ShapedArray(v.shape, v.dtype))
+
+
+na_fwd_p.def_abstract_eval(_fwd_abstract)
+na_bwd_p.def_abstract_eval(_bwd_abstract)
+
+
+def _impl(prim):
+    def impl(*args, **kw):
+        return jax.jit(lambda *a: prim.bind(*a, **kw))(*args)
+
+    return impl
+
+
+na_fwd_p.def_impl(_impl(na_fwd_p))
+na_bwd_p.def_impl(_impl(na_bwd_p))
+
+
+# --- batching: fold the vmapped axis into batch (never a loop) -------------------------------
+
+def _batch_rule(prim):
+    def rule(args, dims, **kw):
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        folded = []
+        for a, d in zip(args, dims):
+            a = jnp.broadcast_to(a, (size,) + a.shape) if d is None else jnp.moveaxis(a, d, 0)
+            folded.append(a.reshape((size * a.shape[1],) + a.shape[2:]))
+        outs = prim.bind(*folded, **kw)
+        outs = [o.reshape((size, o.shape[0] // size) + o.shape[1:]) for o in outs]
+        return outs, [0] * len(outs)
+
+    return rule
+
+
+batching.primitive_batchers[na_fwd_p] = _batch_rule(na_fwd_p)
+batching.primitive_batchers[na_bwd_p] = _batch_rule(na_bwd_p)
+
+
+# --- lowering --------------------------------------------------------------------------------
+
+def _ffi_attrs(params: NAParams) -> dict:
+    return dict(
+        kernel_size=np.asarray(params.kernel_size, np.int64),
+        stride=np.asarray(params.stride, np.int64),
+        dilation=np.asarray(params.dilation, np.int64),
+        is_causal=np.asarray(params.is_causal, np.int64),
+        scale=np.float32(params.scale),
+    )
+
+
+def _fwd_fallback(q, k, v, *, params, backend):
+    return reference.na_reference(q, k, v, params)
+
+
+def _bwd_fallback(q, k, v, dout, lse, delta, *, params, backend):
+    return reference.na_reference_bwd(q, k, v, dout, lse, delta, params)
+
+
+def _lowering(direction: str, platform: str, fallback):
+    def rule(ctx, *args, params: NAParams, backend: str):
+        q_aval = ctx.avals_in[0]
+        family = backends.family_for(platform, backend, q_aval.dtype, q_aval.shape[-1])
+        if family is None:
+            return mlir.lower_fun(fallback, multiple_results=True)(ctx, *args, params=params, backend=backend)
+        name = _native.target_name(direction, family)
+        return jax.ffi.ffi_lowering(name)(ctx, *args, **_ffi_attrs(params))
+
+    return rule
+
+
+for _prim, _dir, _fallback in ((na_fwd_p, "fwd", _fwd_fallback), (na_bwd_p, "bwd", _bwd_fallback)):
+    mlir.register_lowering(_prim, mlir.lower_fun(_fallback, multiple_results=True))
+    for _platform in ("cpu", "cuda"):
+        mlir.register_lowering(_prim, _lowering(_dir, _platform, _fallback), platform=_platform)
