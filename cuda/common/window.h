@@ -76,4 +76,24 @@ NA_HD bool tile_fully_inside(int p_begin, int p_end, int kp_begin, int kp_end, i
   return kp_begin >= last.start && kp_end <= first.end;
 }
 
+// Inverse neighbourhood, for key-stationary kernels (backward dK/dV): the query positions
+// [begin, end) of one group whose windows intersect key positions [kp_begin, kp_end).
+// Window starts and ends are non-decreasing in p, so the answer is one interval: from the first
+// p with end(p) > kp_begin to the last p with start(p) < kp_end (binary searches, O(log Lg)).
+NA_HD Window key_tile_query_range(int kp_begin, int kp_end, int Lg, int k, int s, bool causal) {
+  int lo = 0, hi = Lg;  // first p with window end > kp_begin
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (window_positions(mid, Lg, k, s, causal).end > kp_begin) hi = mid; else lo = mid + 1;
+  }
+  const int begin = lo;
+  lo = begin;
+  hi = Lg;  // first p with window start >= kp_end
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (window_positions(mid, Lg, k, s, causal).start >= kp_end) hi = mid; else lo = mid + 1;
+  }
+  return Window{begin, lo};
+}
+
 }  // namespace jax_na
