@@ -2,6 +2,7 @@
 
 from .api import na1d, na2d, na3d, neighborhood_attention
 from .backends import BACKENDS
+from .halo_exchange import spatial_parallel
 from .merge import merge_attentions
 from .params import NAParams
 from ._native import available_families
@@ -14,6 +15,7 @@ __all__ = [
     "na3d",
     "neighborhood_attention",
     "merge_attentions",
+    "spatial_parallel",
     "NAParams",
     "BACKENDS",
     "available_families",

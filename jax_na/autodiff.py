@@ -2,7 +2,8 @@
 
 The forward saves (q, k, v, out, lse). The backward folds the output and lse cotangents into
 delta = rowsum(dout * out) - dlse (one cheap XLA reduction), so kernels need no lse cotangent:
-dS = P * (dP - delta) covers both.
+dS = P * (dP - delta) covers both. Both primitives are bound through sharding.py
+(custom_partitioning: batch/head sharding under jit without collectives).
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ import jax
 import jax.numpy as jnp
 
 from .params import NAParams
-from .primitives import na_bwd_p, na_fwd_p
+from .sharding import na_bwd, na_fwd
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def na_with_lse(q, k, v, params: NAParams, backend: str):
     """(out, lse) of neighborhood attention through the primitives."""
-    return tuple(na_fwd_p.bind(q, k, v, params=params, backend=backend))
+    return tuple(na_fwd(q, k, v, params, backend))
 
 
 def _fwd(q, k, v, params, backend):
-    out, lse = na_fwd_p.bind(q, k, v, params=params, backend=backend)
+    out, lse = na_fwd(q, k, v, params, backend)
     return (out, lse), (q, k, v, out, lse)
 
 
@@ -31,7 +32,7 @@ def _bwd(params, backend, res, cts):
     q, k, v, out, lse = res
     dout, dlse = cts
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1) - dlse
-    dq, dk, dv = na_bwd_p.bind(q, k, v, dout.astype(q.dtype), lse, delta, params=params, backend=backend)
+    dq, dk, dv = na_bwd(q, k, v, dout.astype(q.dtype), lse, delta, params, backend)
     return dq, dk, dv
 
 

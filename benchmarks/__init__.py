@@ -1,0 +1,1 @@
+"""jax_na benchmark suite: `python benchmarks/run.py --suite quick` (see BENCHMARKS.md)."""

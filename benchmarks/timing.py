@@ -1,0 +1,109 @@
+"""Timing a compiled function properly.
+
+- Compile ahead of time (jit(...).lower(...).compile()), so compilation never lands in a timing.
+- Warm up: one call, then one block, before any recorded block.
+- A timed block issues `calls_per_block` asynchronous calls back to back, rotating among the
+  input sets (fresh random data; several sets so cache-sized problems are not timed from L2),
+  then waits for all of them (`jax.block_until_ready`). The per-call time of a block is its wall
+  time over the number of calls: with enough calls per block the host dispatch of call i+1
+  overlaps the device work of call i, so dispatch overhead does not inflate sub-millisecond
+  problems the way one synchronised call per timing does.
+- Many blocks; report the median and the spread (p10, p90, min) of the per-call times.
+- A budget in seconds bounds the recorded blocks: slow functions get fewer blocks (at least
+  `min_blocks` unless that takes over 1.5× the budget, and always one), fast ones up to
+  `max_blocks`. The first call and the warm-up block come on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass
+class Timing:
+    median_s: float
+    p10_s: float
+    p90_s: float
+    min_s: float
+    n_blocks: int
+    calls_per_block: int
+    first_call_s: float
+    total_s: float
+
+    def to_json(self) -> dict:
+        ms = lambda s: round(s * 1e3, 6)  # noqa: E731
+        return {"median_ms": ms(self.median_s), "p10_ms": ms(self.p10_s), "p90_ms": ms(self.p90_s),
+                "min_ms": ms(self.min_s), "n_blocks": self.n_blocks,
+                "calls_per_block": self.calls_per_block, "first_call_ms": ms(self.first_call_s),
+                "measure_s": round(self.total_s, 3)}
+
+
+def compile_fn(fn, example_args):
+    """jit + AOT compile; returns (compiled, seconds)."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*example_args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def _block(call, arg_sets, start: int, n: int) -> float:
+    t0 = time.perf_counter()
+    outs = [call(*arg_sets[(start + i) % len(arg_sets)]) for i in range(n)]
+    jax.block_until_ready(outs)
+    return time.perf_counter() - t0
+
+
+def _nbytes(tree) -> int:
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
+
+
+def time_compiled(call, arg_sets, *, budget_s: float = 2.0, target_block_s: float = 5e-3,
+                  min_blocks: int = 3, max_blocks: int = 30, max_calls_per_block: int = 256,
+                  max_block_bytes: int = 1 << 30) -> Timing:
+    """Time `call(*arg_sets[i])` (already compiled); see the module docstring."""
+    start = time.perf_counter()
+    t0 = time.perf_counter()
+    first_out = call(*arg_sets[0])
+    jax.block_until_ready(first_out)
+    first = time.perf_counter() - t0
+    out_bytes = max(1, _nbytes(first_out))
+    del first_out
+
+    cap = max(1, min(max_calls_per_block, max_block_bytes // out_bytes))
+    plan = lambda per_call: int(min(cap, max(1, math.ceil(target_block_s / max(per_call, 1e-7)))))  # noqa: E731
+    cpb = plan(first)
+    # Warm-up block (also a better per-call estimate than the first call); a slow function's
+    # first call is its only warm-up.
+    if first * cpb < budget_s / 2:
+        cpb = plan(_block(call, arg_sets, 1, cpb) / cpb)
+    # Recorded blocks until the budget is spent: at least min_blocks unless that would take more
+    # than 1.5× the budget, at most max_blocks. A block much faster than planned raises cpb.
+    samples, i, t_meas = [], 1, time.perf_counter()
+    while len(samples) < max_blocks:
+        per_call = _block(call, arg_sets, i, cpb) / cpb
+        samples.append(per_call)
+        i += cpb
+        spent = time.perf_counter() - t_meas
+        nxt = per_call * cpb
+        if spent + nxt > (budget_s if len(samples) >= min_blocks else 1.5 * budget_s):
+            break
+        if per_call * cpb < target_block_s / 2:
+            cpb = plan(per_call)
+    s = np.asarray(samples)
+    return Timing(float(np.median(s)), float(np.percentile(s, 10)), float(np.percentile(s, 90)),
+                  float(s.min()), len(samples), cpb, first, time.perf_counter() - start)
+
+
+def dispatch_overhead_s(n_calls: int = 200) -> float:
+    """Per-call time of a trivial jitted function issued back to back (host dispatch cost)."""
+    import jax.numpy as jnp
+
+    x = [jnp.ones((8,), jnp.float32) + i for i in range(2)]
+    compiled, _ = compile_fn(lambda a: a + 1, (x[0],))
+    t = time_compiled(compiled, [(a,) for a in x], budget_s=0.3, target_block_s=1.0,
+                      max_calls_per_block=n_calls, min_blocks=3, max_blocks=5)
+    return t.median_s

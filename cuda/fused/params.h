@@ -1,0 +1,160 @@
+// The one parameter block every fused kernel receives (by value), and the host/device
+// geometry helpers around it: row <-> multi-dimensional tile coordinates, token offsets and the
+// 64-bit column masks of a row against a tile.
+//
+// Vocabulary. The stationary operand of a CTA is one multi-dimensional tile of positions inside
+// one dilation group (per dim: positions p, coordinate x = p * dil + g). Tile extents are powers
+// of two chosen at run time (TileShape, log2 per dim; an extent-1 dimension gets extent 1), so
+// the spatial rank is a run-time value and rows map to coordinates with shifts and masks.
+// Row r of a tile of log-extents lg has coordinates
+//   c2 = r & (2^lg2 - 1),  c1 = (r >> lg2) & (2^lg1 - 1),  c0 = r >> (lg1 + lg2).
+#pragma once
+
+#include <cstdint>
+
+#include "window.h"
+
+#if defined(__CUDACC__)
+#define FUSED_HD __host__ __device__ __forceinline__
+#else
+#define FUSED_HD inline
+#endif
+
+namespace jax_na {
+namespace fused {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.69314718055994531f;
+
+// Log2 extents of the query tile (qlog) and of the key/value tile (klog), per dim.
+struct TileShape {
+  int qlog[3];
+  int klog[3];
+};
+
+struct KernelParams {
+  // Geometry (padded to 3 dims; dim 2 is the contiguous one).
+  int L[3], dil[3], ker[3], str[3], causal[3];
+  int64_t batch, tokens;
+  int heads, heads_kv, group_size;
+  // Grid: CTA id = ((b * nheads + head) * groups + group) * tiles + tile, tile row-major over
+  // ntiles[3] stationary tiles (sized by the largest dilation group), plus cta_offset.
+  int ntiles[3];
+  int groups;
+  int64_t tiles;
+  int64_t cta_offset;
+  TileShape ts;
+  // Replication constants of the column masks (see column_mask) for query and key tiles.
+  uint64_t rep_q12, rep_q2, rep_k12, rep_k2;
+  float scale;       // softmax scale
+  float scale_log2;  // scale * log2(e)
+  // Tensors (layouts in problem.h).
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* dout;
+  const float* lse_in;
+  const float* delta;
+  void* out;
+  float* lse_out;
+  void* dq;
+  void* dk;
+  void* dv;
+};
+
+FUSED_HD void split_row(int r, const int (&lg)[3], int (&c)[3]) {
+  c[2] = r & ((1 << lg[2]) - 1);
+  c[1] = (r >> lg[2]) & ((1 << lg[1]) - 1);
+  c[0] = r >> (lg[1] + lg[2]);
+}
+
+// Row index of the token at spatial coordinates x, head `head` of `nheads` (in units of rows of
+// head_dim elements).
+FUSED_HD int64_t token_row(const KernelParams& p, int64_t b, const int (&x)[3], int head,
+                           int nheads) {
+  const int64_t tok = (int64_t(x[0]) * p.L[1] + x[1]) * p.L[2] + x[2];
+  return (b * p.tokens + tok) * nheads + head;
+}
+
+// Token-index offset of row `row` of a tile of log extents lg from the tile's first token
+// (positions advance by the dilation in each dim).
+FUSED_HD int tile_row_delta(const KernelParams& p, const int (&lg)[3], int row) {
+  int t[3];
+  split_row(row, lg, t);
+  return (t[0] * p.dil[0] * p.L[1] + t[1] * p.dil[1]) * p.L[2] + t[2] * p.dil[2];
+}
+
+// Token index of the tile's first position tb in dilation group grp.
+FUSED_HD int64_t tile_base_token(const KernelParams& p, const int (&grp)[3], const int (&tb)[3]) {
+  return (int64_t(tb[0] * p.dil[0] + grp[0]) * p.L[1] + (tb[1] * p.dil[1] + grp[1])) * p.L[2] +
+         (tb[2] * p.dil[2] + grp[2]);
+}
+
+// Row-major walk over n[0] x n[1] x n[2] tiles without divisions.
+struct TileWalker {
+  int t[3];
+  FUSED_HD void reset() { t[0] = t[1] = t[2] = 0; }
+  FUSED_HD void next(const int (&n)[3]) {
+    if (++t[2] == n[2]) {
+      t[2] = 0;
+      if (++t[1] == n[1]) {
+        t[1] = 0;
+        ++t[0];
+      }
+    }
+  }
+  // Walk step of a head-outer walk: true when the walk wrapped to the next head.
+  FUSED_HD bool next_wraps(const int (&n)[3]) {
+    next(n);
+    if (t[0] == n[0]) {
+      t[0] = 0;
+      return true;
+    }
+    return false;
+  }
+};
+
+// a[i] for a run-time i without indexing (keeps small arrays in registers).
+FUSED_HD int pick3(const int (&a)[3], int i) { return i == 0 ? a[0] : (i == 1 ? a[1] : a[2]); }
+
+// Window along dim i for a run-time i.
+FUSED_HD Window dim_window_rt(const KernelParams& p, int i, int pos, int Lg) {
+  return window_positions(pos, Lg, pick3(p.ker, i), pick3(p.str, i), pick3(p.causal, i) != 0);
+}
+
+FUSED_HD Window dim_window(const KernelParams& p, int i, int pos, int Lg) {
+  return window_positions(pos, Lg, p.ker[i], p.str[i], p.causal[i] != 0);
+}
+
+// ---- column masks ------------------------------------------------------------------------
+// A tile of at most 64 columns; bit c of a row's mask says whether column c is a neighbour of
+// the row. Per dim the row's partners form one interval, so the mask is the AND of three
+// interval patterns: dim 0 is one contiguous run, dim 1 a run repeated every 2^(lg1+lg2)
+// columns, dim 2 a run repeated every 2^lg2 columns. Replication is a carry-free multiply.
+
+FUSED_HD uint64_t low_bits(int n) { return n >= 64 ? ~0ull : ((1ull << n) - 1ull); }
+FUSED_HD uint64_t range_bits(int a, int b) { return low_bits(b) & ~low_bits(a); }
+// sum_j 2^(j * period) over the 64 bits (period a power of two).
+FUSED_HD uint64_t repeat_every(int period) {
+  return period >= 64 ? 1ull : (~0ull / low_bits(period));
+}
+
+// Row partners [lo_i, hi_i) in absolute positions; tile starts at tb with log extents lg.
+FUSED_HD uint64_t column_mask(const int (&lo)[3], const int (&hi)[3], const int (&tb)[3],
+                              const int (&lg)[3], uint64_t rep12, uint64_t rep2) {
+  int a[3], b[3];
+#pragma unroll
+  for (int i = 0; i < 3; ++i) {
+    const int e = 1 << lg[i];
+    a[i] = na_min(na_max(lo[i] - tb[i], 0), e);
+    b[i] = na_min(na_max(hi[i] - tb[i], 0), e);
+  }
+  const int s12 = lg[1] + lg[2];
+  const uint64_t m0 = range_bits(a[0] << s12, b[0] << s12);
+  const uint64_t m1 = range_bits(a[1] << lg[2], b[1] << lg[2]) * rep12;
+  const uint64_t m2 = range_bits(a[2], b[2]) * rep2;
+  return m0 & m1 & m2;
+}
+
+}  // namespace fused
+}  // namespace jax_na

@@ -1,0 +1,103 @@
+// Shared-memory tiles of rows of D 16-bit elements, XOR-swizzled in 16-byte chunks so that
+// ldmatrix (8 rows, same chunk) and the 16-byte cp.async writes are bank-conflict free, and the
+// gathered global -> shared loader (each row is one token's head vector: D contiguous elements;
+// consecutive threads take consecutive 16-byte chunks of a row).
+#pragma once
+
+#include <cstdint>
+
+#include "arch.h"
+
+namespace jax_na {
+namespace fused {
+
+template <int D>
+struct SmemTile {
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  static constexpr int kRowBytes = D * 2;
+  static_assert(kChunks == 4 || kChunks == 8 || kChunks == 16, "head_dim 32, 64 or 128");
+
+  // Rows of 128 bytes or more: XOR the low 3 chunk bits with row % 8. 64-byte rows (two per
+  // 128-byte line): XOR the 2 chunk bits with (row / 2) % 4.
+  static __device__ __forceinline__ int swizzle(int row) {
+    if constexpr (kChunks >= 8) {
+      return row & 7;
+    } else {
+      return (row >> 1) & 3;
+    }
+  }
+  static __device__ __forceinline__ uint32_t offset(int row, int chunk) {
+    return uint32_t(row * kRowBytes + ((chunk ^ swizzle(row)) << 4));
+  }
+  static constexpr int bytes(int rows) { return rows * kRowBytes; }
+};
+
+// Issue cp.async for a ROWS x D tile. row_offset(row) gives the byte offset of the row in the
+// global tensor(s), or a negative value for a row to zero-fill. Up to two tensors with the same
+// row offsets (K and V, Q and dO) share the address computation.
+template <int ROWS, int D, int NTHREADS, int NT, typename RowOffset>
+__device__ __forceinline__ void load_rows_async(const char* const (&src)[NT],
+                                                const uint32_t (&dst)[NT], RowOffset row_offset,
+                                                int tid) {
+  using Sm = SmemTile<D>;
+  constexpr int kTotal = ROWS * Sm::kChunks;
+  static_assert(kTotal % NTHREADS == 0, "tile chunks must split evenly over the threads");
+#pragma unroll
+  for (int it = 0; it < kTotal / NTHREADS; ++it) {
+    const int i = tid + it * NTHREADS;
+    const int row = i / Sm::kChunks, c = i % Sm::kChunks;
+    const int64_t off = row_offset(row);
+    const bool valid = off >= 0;
+    const uint32_t so = Sm::offset(row, c);
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+      cp_async_16(dst[t] + so, valid ? src[t] + off + c * 16 : src[t], valid);
+  }
+}
+
+// A gathered tile: row r lives at byte offset base + delta[r] * stride of the global tensor(s)
+// when bit r of `valid` is set (else it is zero-filled). delta: per-row token offsets of the
+// tile shape, computed once per CTA into shared memory (tile_row_delta).
+struct GatherTile {
+  int64_t base;
+  int64_t stride;
+  uint64_t valid;
+};
+
+template <int ROWS, int D, int NTHREADS, int NT>
+__device__ __forceinline__ void load_gather_async(const char* const (&src)[NT],
+                                                  const uint32_t (&dst)[NT], const int* delta,
+                                                  const GatherTile& g, int tid) {
+  using Sm = SmemTile<D>;
+  constexpr int kTotal = ROWS * Sm::kChunks;
+  static_assert(kTotal % NTHREADS == 0, "tile chunks must split evenly over the threads");
+#pragma unroll
+  for (int it = 0; it < kTotal / NTHREADS; ++it) {
+    const int i = tid + it * NTHREADS;
+    const int row = i / Sm::kChunks, c = i % Sm::kChunks;
+    const bool valid = (g.valid >> row) & 1ull;
+    const int64_t off = g.base + int64_t(delta[row]) * g.stride + c * 16;
+    const uint32_t so = Sm::offset(row, c);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) cp_async_16(dst[t] + so, valid ? src[t] + off : src[t], valid);
+  }
+}
+
+// Copy a ROWS x D staged tile from shared memory to global rows (16-byte stores); rows with a
+// negative offset are skipped.
+template <int ROWS, int D, int NTHREADS, typename RowOffset>
+__device__ __forceinline__ void store_rows(char* dst, uint32_t src, RowOffset row_offset, int tid) {
+  using Sm = SmemTile<D>;
+  constexpr int kTotal = ROWS * Sm::kChunks;
+  static_assert(kTotal % NTHREADS == 0, "tile chunks must split evenly over the threads");
+#pragma unroll
+  for (int it = 0; it < kTotal / NTHREADS; ++it) {
+    const int i = tid + it * NTHREADS;
+    const int row = i / Sm::kChunks, c = i % Sm::kChunks;
+    const int64_t off = row_offset(row);
+    if (off >= 0) *reinterpret_cast<uint4*>(dst + off + c * 16) = lds_u128(src + Sm::offset(row, c));
+  }
+}
+
+}  // namespace fused
+}  // namespace jax_na

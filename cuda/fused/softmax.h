@@ -1,0 +1,97 @@
+// Online softmax over the columns of a warp's 16-row score fragment, in fp32 registers.
+// Scores are kept raw; m is the running row maximum in log2 units (max(S) * scale * log2 e),
+// l the thread-partial running sum (the 4 lanes of a row are summed once, at the end).
+#pragma once
+
+#include <cmath>
+
+#include "arch.h"
+
+namespace jax_na {
+namespace fused {
+
+// Max / sum over the 2 * NT values of row half rr as a balanced tree (short dependency chains).
+template <int NT>
+__device__ __forceinline__ float tree_max(const float (&s)[NT][4], int rr) {
+  float v[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) v[nt] = fmaxf(s[nt][2 * rr], s[nt][2 * rr + 1]);
+#pragma unroll
+  for (int w = NT / 2; w >= 1; w /= 2) {
+#pragma unroll
+    for (int i = 0; i < w; ++i) v[i] = fmaxf(v[i], v[i + w]);
+  }
+  return v[0];
+}
+
+template <int NT>
+__device__ __forceinline__ float tree_sum(const float (&s)[NT][4], int rr) {
+  float v[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) v[nt] = s[nt][2 * rr] + s[nt][2 * rr + 1];
+#pragma unroll
+  for (int w = NT / 2; w >= 1; w /= 2) {
+#pragma unroll
+    for (int i = 0; i < w; ++i) v[i] += v[i + w];
+  }
+  return v[0];
+}
+
+template <int NT, int NO>
+struct OnlineSoftmax {
+  float m[2];
+  float l[2];
+
+  __device__ __forceinline__ void init() {
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.f;
+  }
+
+  // s: raw scores of one tile (masked entries -inf) -> probabilities (unnormalised, relative
+  // to the new running max); o: output accumulators rescaled to the new max.
+  __device__ __forceinline__ void step(float (&s)[NT][4], float (&o)[NO][4], float scale_log2) {
+    float alpha[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      float mx = tree_max<NT>(s, rr);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[rr], mx * scale_log2);
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing seen yet
+      alpha[rr] = ex2(m[rr] - m_use);
+      m[rr] = m_new;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) s[nt][2 * rr + e] = ex2(fmaf(s[nt][2 * rr + e], scale_log2, -m_use));
+      }
+      l[rr] = l[rr] * alpha[rr] + tree_sum<NT>(s, rr);
+    }
+    // Once the running maxima settle, most tiles leave them unchanged: skip the rescale then.
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int d = 0; d < NO; ++d) {
+        o[d][0] *= alpha[0];
+        o[d][1] *= alpha[0];
+        o[d][2] *= alpha[1];
+        o[d][3] *= alpha[1];
+      }
+    }
+  }
+
+  // Row sums over the 4 lanes of a row; returns 1/l (0 for a row that saw nothing) and the
+  // natural-log logsumexp.
+  __device__ __forceinline__ void finish(float (&inv)[2], float (&lse)[2]) {
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      float t = l[rr];
+      t += __shfl_xor_sync(0xffffffffu, t, 1);
+      t += __shfl_xor_sync(0xffffffffu, t, 2);
+      inv[rr] = t > 0.f ? 1.f / t : 0.f;
+      lse[rr] = t > 0.f ? (m[rr] + __log2f(t)) * kLn2 : -INFINITY;
+    }
+  }
+};
+
+}  // namespace fused
+}  // namespace jax_na

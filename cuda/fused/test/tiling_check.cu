@@ -1,0 +1,276 @@
+// Host-only check of the fused family's tiling and masking logic (no GPU needed): emulates every
+// CTA, warp and lane of the forward/dQ (query-stationary) and dK/dV (key-stationary) kernels'
+// tile iteration, per-warp skip, mask-free test and column masks, using the very functions the
+// kernels call, and checks that each (query, key) neighbour pair is computed exactly once and
+// no other pair is. Build: nvcc -O2 -std=c++17 -I cuda/common cuda/fused/test/tiling_check.cu
+//   cuda/fused/tile_select.cu -o tiling_check && ./tiling_check [cases]
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "../key_tile.h"
+#include "../launch.h"
+#include "../mask.h"
+#include "../query_tile.h"
+
+using namespace jax_na;
+using namespace jax_na::fused;
+
+namespace {
+
+struct Geo {
+  int rank;
+  int L[3], k[3], s[3], d[3], c[3];
+};
+
+KernelParams params_of(const Geo& g) {
+  KernelParams p{};
+  for (int i = 0; i < 3; ++i) {
+    p.L[i] = g.L[i], p.ker[i] = g.k[i], p.str[i] = g.s[i], p.dil[i] = g.d[i], p.causal[i] = g.c[i];
+  }
+  p.batch = 1;
+  p.tokens = int64_t(g.L[0]) * g.L[1] * g.L[2];
+  p.heads = p.heads_kv = p.group_size = 1;
+  p.groups = g.d[0] * g.d[1] * g.d[2];
+  return p;
+}
+
+bool neighbour(const Geo& g, int qt, int kt) {
+  int qx[3] = {qt / (g.L[1] * g.L[2]), (qt / g.L[2]) % g.L[1], qt % g.L[2]};
+  int kx[3] = {kt / (g.L[1] * g.L[2]), (kt / g.L[2]) % g.L[1], kt % g.L[2]};
+  for (int i = 0; i < 3; ++i) {
+    if (qx[i] % g.d[i] != kx[i] % g.d[i]) return false;
+    const Window w = window_of(qx[i], DimParams{g.L[i], g.k[i], g.s[i], g.d[i], g.c[i] != 0});
+    const int kp = kx[i] / g.d[i];
+    if (kp < w.start || kp >= w.end) return false;
+  }
+  return true;
+}
+
+// Columns of `lane` that the kernel computes for row half rr, given the tile test and masks.
+template <int NT>
+void lane_columns(const RowPartners& rp, const int (&tb)[3], const int (&lg)[3], uint64_t r12,
+                  uint64_t r2, bool inside, int lane, std::vector<std::pair<int, int>>& out) {
+  float s[NT][4];
+  for (int n = 0; n < NT; ++n)
+    for (int e = 0; e < 4; ++e) s[n][e] = 1.f;
+  if (!inside) mask_tile(s, rp, tb, lg, r12, r2, lane, 0.f);
+  for (int n = 0; n < NT; ++n)
+    for (int e = 0; e < 4; ++e)
+      if (s[n][e] != 0.f) out.push_back({e >> 1, 8 * n + 2 * (lane & 3) + (e & 1)});
+}
+
+int check_query_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, int log_cols,
+                           int mt) {
+  KernelParams p = params_of(g);
+  p.ts = choose_query_stationary(p, log_rows, log_cols);
+  set_mask_constants(p);
+  set_grid(p, p.ts.qlog);
+  const int64_t N = p.tokens;
+  int errors = 0;
+  std::vector<std::pair<int, int>> cols;
+  for (int gi = 0; gi < p.groups; ++gi)
+    for (int64_t t = 0; t < p.tiles; ++t) {
+      CtaCoord cta{};
+      cta.b = 0, cta.head = 0;
+      cta.grp[2] = gi % p.dil[2], cta.grp[1] = (gi / p.dil[2]) % p.dil[1], cta.grp[0] = gi / (p.dil[2] * p.dil[1]);
+      cta.tile[2] = int(t % p.ntiles[2]), cta.tile[1] = int((t / p.ntiles[2]) % p.ntiles[1]),
+      cta.tile[0] = int(t / (int64_t(p.ntiles[2]) * p.ntiles[1]));
+      QueryCta c;
+      if (!setup_query_cta(p, cta, c)) continue;
+      Window tab[kMaxTableEntries];
+      for (int e = 0; e < table_entries(p.ts.qlog); ++e) tab[e] = query_window_entry(p, c, e);
+      // The kernels walk the key/value tiles incrementally and gather rows through a per-CTA
+      // token-offset table: both must agree with the direct index math.
+      {
+        TileWalker walk;
+        walk.reset();
+        for (int j = 0; j < c.n_kv; ++j) {
+          if (j) walk.next(c.nk);
+          int tw[3], td[3];
+          kv_tile_at(p, c, walk.t, tw);
+          kv_tile_begin(p, c, j, td);
+          if (tw[0] != td[0] || tw[1] != td[1] || tw[2] != td[2]) {
+            if (errors++ < 5) printf("  fwd: tile walk differs at %d\n", j);
+          }
+          const int64_t rb = 96;  // any row size
+          const GatherTile gt = kv_gather(p, c, td, 0, rb);
+          for (int r = 0; r < (1 << log_cols); ++r) {
+            const int64_t want = key_row_index(p, c, td, r, 0);
+            const bool valid = (gt.valid >> r) & 1ull;
+            if (valid != (want >= 0) || (valid && gt.base + int64_t(tile_row_delta(p, p.ts.klog, r)) * gt.stride != want * rb)) {
+              if (errors++ < 5) printf("  fwd: gather row %d of tile %d wrong\n", r, j);
+            }
+          }
+        }
+      }
+      for (int warp = 0; warp < (1 << log_rows) / (16 * mt); ++warp)
+        for (int blk = 0; blk < mt; ++blk)
+        for (int lane = 0; lane < 32; ++lane) {
+          const int row0 = 16 * mt * warp, brow = row0 + 16 * blk;
+          RowPartners rp;
+          WarpTileTest wt;
+          query_row_partners(p, tab, brow, lane, rp);
+          query_warp_test(p, c, tab, row0, 16 * mt, wt);
+          for (int j = 0; j < c.n_kv; ++j) {
+            int tb[3];
+            kv_tile_begin(p, c, j, tb);
+            if (!wt.meets(tb, p.ts.klog)) continue;
+            cols.clear();
+            if (log_cols == 6)
+              lane_columns<8>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
+            else
+              lane_columns<4>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
+            for (auto& rc : cols) {
+              const int64_t q = query_row_index(p, c, brow + (lane >> 2) + 8 * rc.first, 0);
+              if (q < 0) continue;  // row past the group's end: not stored
+              const int64_t k = key_row_index(p, c, tb, rc.second, 0);
+              if (k < 0) {
+                if (errors++ < 5) printf("  fwd: query %lld computes a key outside the loaded box\n", (long long)q);
+                continue;
+              }
+              cnt[q * N + k]++;
+            }
+          }
+        }
+    }
+  return errors;
+}
+
+int check_key_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, int log_cols) {
+  KernelParams p = params_of(g);
+  p.ts = choose_key_stationary(p, log_rows, log_cols);
+  set_mask_constants(p);
+  set_grid(p, p.ts.klog);
+  const int64_t N = p.tokens;
+  int errors = 0;
+  std::vector<std::pair<int, int>> cols;
+  for (int gi = 0; gi < p.groups; ++gi)
+    for (int64_t t = 0; t < p.tiles; ++t) {
+      CtaCoord cta{};
+      cta.grp[2] = gi % p.dil[2], cta.grp[1] = (gi / p.dil[2]) % p.dil[1], cta.grp[0] = gi / (p.dil[2] * p.dil[1]);
+      cta.tile[2] = int(t % p.ntiles[2]), cta.tile[1] = int((t / p.ntiles[2]) % p.ntiles[1]),
+      cta.tile[0] = int(t / (int64_t(p.ntiles[2]) * p.ntiles[1]));
+      KeyCta c;
+      if (!setup_key_cta(p, cta, c)) continue;
+      Window tab[kMaxTableEntries];
+      for (int e = 0; e < table_entries(p.ts.klog); ++e) tab[e] = key_inverse_entry(p, c, e);
+      {
+        // Head-outer walk over G = 3 query heads, as the dK/dV kernel loads them.
+        const int G = 3;
+        TileWalker walk;
+        walk.reset();
+        int head = 0;
+        for (int it = 0; it < G * c.n_q; ++it) {
+          if (it && walk.next_wraps(c.nq)) ++head;
+          int tw[3], td[3];
+          q_tile_at(p, c, walk.t, tw);
+          q_tile_begin(p, c, it % c.n_q, td);
+          if (head != it / c.n_q || tw[0] != td[0] || tw[1] != td[1] || tw[2] != td[2]) {
+            if (errors++ < 5) printf("  dkdv: tile walk differs at %d\n", it);
+          }
+        }
+        for (int it = 0; it < c.n_q; ++it) {
+          int td[3];
+          q_tile_begin(p, c, it, td);
+          const GatherTile gt = q_gather(p, c, td, 0, 1);
+          for (int r = 0; r < (1 << log_cols); ++r) {
+            const int64_t want = q_row_index(p, c, td, r, 0);
+            const bool valid = (gt.valid >> r) & 1ull;
+            if (valid != (want >= 0) || (valid && gt.base + int64_t(tile_row_delta(p, p.ts.qlog, r)) * gt.stride != want)) {
+              if (errors++ < 5) printf("  dkdv: gather row %d of tile %d wrong\n", r, it);
+            }
+          }
+        }
+      }
+      for (int warp = 0; warp < (1 << log_rows) / 16; ++warp)
+        for (int lane = 0; lane < 32; ++lane) {
+          RowPartners rp;
+          WarpTileTest wt;
+          key_rows(p, c, tab, warp, lane, rp, wt);
+          for (int it = 0; it < c.n_q; ++it) {
+            int tb[3];
+            q_tile_begin(p, c, it, tb);
+            if (!wt.meets(tb, p.ts.qlog)) continue;
+            cols.clear();
+            const bool inside = wt.inside(tb, p.ts.qlog);
+            if (log_cols == 6)
+              lane_columns<8>(rp, tb, p.ts.qlog, p.rep_q12, p.rep_q2, inside, lane, cols);
+            else
+              lane_columns<4>(rp, tb, p.ts.qlog, p.rep_q12, p.rep_q2, inside, lane, cols);
+            for (auto& rc : cols) {
+              const int64_t k = own_key_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rc.first);
+              if (k < 0) continue;
+              const int64_t q = q_row_index(p, c, tb, rc.second, 0);
+              if (q < 0) {
+                if (inside && errors++ < 5) printf("  dkdv: mask-free tile holds a query past the group\n");
+                continue;  // zero Q/dO rows: contributes exactly 0 in the masked path too
+              }
+              cnt[q * N + k]++;
+            }
+          }
+        }
+    }
+  return errors;
+}
+
+int compare(const Geo& g, const std::vector<int>& cnt, const char* what) {
+  const int N = g.L[0] * g.L[1] * g.L[2];
+  int bad = 0;
+  for (int q = 0; q < N; ++q)
+    for (int k = 0; k < N; ++k) {
+      const int want = neighbour(g, q, k) ? 1 : 0;
+      if (cnt[int64_t(q) * N + k] != want) {
+        if (bad++ < 5) printf("  %s: q=%d k=%d computed %d times, want %d\n", what, q, k, cnt[int64_t(q) * N + k], want);
+      }
+    }
+  return bad;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int cases = argc > 1 ? atoi(argv[1]) : 300;
+  std::mt19937 rng(1234);
+  auto uni = [&](int a, int b) { return std::uniform_int_distribution<int>(a, b)(rng); };
+  int failed = 0;
+  for (int cs = 0; cs < cases; ++cs) {
+    Geo g{};
+    g.rank = uni(1, 3);
+    const int maxL = g.rank == 1 ? 300 : (g.rank == 2 ? 40 : 14);
+    for (int i = 0; i < 3; ++i) {
+      if (i < 3 - g.rank) {
+        g.L[i] = 1, g.k[i] = 1, g.s[i] = 1, g.d[i] = 1, g.c[i] = 0;
+        continue;
+      }
+      g.L[i] = uni(2, maxL);
+      g.d[i] = uni(0, 3) == 0 ? uni(1, g.L[i] / 2) : 1;
+      g.k[i] = uni(2, g.L[i] / g.d[i]);
+      g.s[i] = uni(0, 2) == 0 ? uni(1, g.k[i]) : 1;
+      g.c[i] = uni(0, 3) == 0;
+    }
+    const int N = g.L[0] * g.L[1] * g.L[2];
+    std::vector<int> cnt(size_t(N) * N);
+    int bad = 0;
+    const int qcfg[3][3] = {{6, 6, 1}, {7, 5, 2}, {6, 5, 1}};  // log rows, log cols, blocks/warp
+    for (const auto& qc : qcfg) {
+      std::fill(cnt.begin(), cnt.end(), 0);
+      bad += check_query_stationary(g, cnt, qc[0], qc[1], qc[2]);
+      bad += compare(g, cnt, qc[2] == 2 ? "query-stationary/mt2" : "query-stationary");
+    }
+    for (int lc : {6, 5}) {
+      std::fill(cnt.begin(), cnt.end(), 0);
+      bad += check_key_stationary(g, cnt, 6, lc);
+      bad += compare(g, cnt, lc == 6 ? "key-stationary/64" : "key-stationary/32");
+    }
+    if (bad) {
+      ++failed;
+      printf("case %d FAILED: L=(%d,%d,%d) k=(%d,%d,%d) s=(%d,%d,%d) d=(%d,%d,%d) causal=(%d,%d,%d)\n", cs,
+             g.L[0], g.L[1], g.L[2], g.k[0], g.k[1], g.k[2], g.s[0], g.s[1], g.s[2], g.d[0], g.d[1],
+             g.d[2], g.c[0], g.c[1], g.c[2]);
+    }
+  }
+  printf("tiling_check: %d of %d geometries failed\n", failed, cases);
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,59 @@
+// Tile scheduler: which CTA owns which stationary tile, and (host) which tile shapes to use.
+//
+// One CTA per (batch, head, dilation group, multi-dimensional stationary tile). The grid is
+// one-dimensional with the tile index fastest, so CTAs that run together work on neighbouring
+// tiles of the same head and share their key/value rows in L2.
+#pragma once
+
+#include <cstdint>
+
+#include "params.h"
+#include "problem.h"
+
+namespace jax_na {
+namespace fused {
+
+struct CtaCoord {
+  int64_t b;
+  int head;     // query head (query-stationary kernels) or key/value head (key-stationary)
+  int grp[3];   // dilation group per dim
+  int tile[3];  // stationary tile index per dim
+};
+
+#if defined(__CUDACC__)
+__device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads) {
+  int64_t id = p.cta_offset + blockIdx.x;
+  CtaCoord c;
+  int64_t t = id % p.tiles;
+  id /= p.tiles;
+  int g = int(id % p.groups);
+  id /= p.groups;
+  c.head = int(id % nheads);
+  c.b = id / nheads;
+  c.tile[2] = int(t % p.ntiles[2]);
+  t /= p.ntiles[2];
+  c.tile[1] = int(t % p.ntiles[1]);
+  c.tile[0] = int(t / p.ntiles[1]);
+  c.grp[2] = g % p.dil[2];
+  g /= p.dil[2];
+  c.grp[1] = g % p.dil[1];
+  c.grp[0] = g / p.dil[1];
+  return c;
+}
+#endif
+
+// Host: tile shapes for a query-stationary kernel (forward, dQ) with 2^log_rows queries per CTA
+// and 2^log_cols keys per key/value tile; fills p.ts. Minimises the number of (CTA, KV tile)
+// iterations over the whole problem (a separable per-dim count, sampled on long dims), with a
+// small per-CTA overhead. Cached per geometry.
+TileShape choose_query_stationary(const KernelParams& p, int log_rows, int log_cols);
+
+// Host: tile shapes for the key-stationary kernel (dK/dV) with 2^log_rows keys per CTA and
+// 2^log_cols queries per iterated query tile. klog is the stationary key tile.
+TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_cols);
+
+// Host: fill the grid fields (ntiles, tiles, groups) for stationary tiles of log extents lg.
+void set_grid(KernelParams& p, const int (&lg)[3]);
+
+}  // namespace fused
+}  // namespace jax_na

@@ -1,0 +1,136 @@
+// Host-side tile-shape selection for the fused family (see tile_scheduler.h).
+#include <array>
+#include <cmath>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "tile_scheduler.h"
+
+namespace jax_na {
+namespace fused {
+namespace {
+
+constexpr int kMaxLog = 7;   // tile extents up to 128 per dim
+constexpr int kSamples = 48; // stationary tiles sampled per dim for the cost estimate
+
+int max_group_extent(const KernelParams& p, int i) { return group_extent(p.L[i], p.dil[i], 0); }
+
+// cost[a][c]: for stationary tiles of extent 2^a along dim i, the number of iterated tiles of
+// extent 2^c summed over the stationary tiles of that dim (group 0), and count[a] the number of
+// stationary tiles. key_stationary: stationary = keys, iterated = queries.
+struct DimCost {
+  double cost[kMaxLog + 1][kMaxLog + 1];
+  double count[kMaxLog + 1];
+};
+
+void dim_cost(const KernelParams& p, int i, bool key_stationary, int max_a, int max_c,
+              DimCost& out) {
+  const int Lg = max_group_extent(p, i);
+  for (int a = 0; a <= max_a; ++a) {
+    const int e = 1 << a;
+    const int nt = (Lg + e - 1) / e;
+    const int ns = nt <= kSamples ? nt : kSamples;
+    double acc[kMaxLog + 1] = {};
+    for (int j = 0; j < ns; ++j) {
+      const int t = nt <= kSamples ? j : int((int64_t(j) * (nt - 1)) / (ns - 1));
+      const int b = t * e, en = b + e < Lg ? b + e : Lg;
+      const Window r = key_stationary
+                           ? key_tile_query_range(b, en, Lg, p.ker[i], p.str[i], p.causal[i] != 0)
+                           : tile_key_range(b, en, Lg, p.ker[i], p.str[i], p.causal[i] != 0);
+      const int len = r.end > r.start ? r.end - r.start : 0;
+      for (int c = 0; c <= max_c; ++c) acc[c] += double((len + (1 << c) - 1) >> c);
+    }
+    for (int c = 0; c <= max_c; ++c) out.cost[a][c] = acc[c] * double(nt) / double(ns);
+    out.count[a] = nt;
+  }
+}
+
+TileShape choose(const KernelParams& p, int log_rows, int log_cols, bool key_stationary) {
+  DimCost dc[3];
+  for (int i = 0; i < 3; ++i) dim_cost(p, i, key_stationary, log_rows, log_cols, dc[i]);
+  TileShape best{};
+  double best_cost = -1.0;
+  int best_tie = -1;
+  for (int a0 = 0; a0 <= log_rows; ++a0)
+    for (int a1 = 0; a0 + a1 <= log_rows; ++a1) {
+      const int a2 = log_rows - a0 - a1;
+      const double ctas = dc[0].count[a0] * dc[1].count[a1] * dc[2].count[a2];
+      for (int c0 = 0; c0 <= log_cols; ++c0)
+        for (int c1 = 0; c0 + c1 <= log_cols; ++c1) {
+          const int c2 = log_cols - c0 - c1;
+          // An iteration costs one unit; a CTA's prologue/epilogue about half of one.
+          const double cost = dc[0].cost[a0][c0] * dc[1].cost[a1][c1] * dc[2].cost[a2][c2] +
+                              0.5 * ctas;
+          // Ties: prefer longer innermost (contiguous) extents.
+          const int tie = 16 * (a2 + c2) + c2;
+          const bool better = best_cost < 0 || cost < best_cost * (1 - 1e-9) ||
+                              (cost <= best_cost * (1 + 1e-9) && tie > best_tie);
+          if (better) {
+            best_cost = cost;
+            best_tie = tie;
+            int* rows = key_stationary ? best.klog : best.qlog;
+            int* cols = key_stationary ? best.qlog : best.klog;
+            rows[0] = a0, rows[1] = a1, rows[2] = a2;
+            cols[0] = c0, cols[1] = c1, cols[2] = c2;
+          }
+        }
+    }
+  return best;
+}
+
+using Key = std::array<int, 18>;
+
+struct Cache {
+  std::mutex mu;
+  std::vector<std::pair<Key, TileShape>> entries;  // most recent last
+};
+
+TileShape cached(const KernelParams& p, int log_rows, int log_cols, bool key_stationary) {
+  static Cache cache;
+  Key key{};
+  int n = 0;
+  for (int i = 0; i < 3; ++i) {
+    key[n++] = p.L[i];
+    key[n++] = p.ker[i];
+    key[n++] = p.str[i];
+    key[n++] = p.dil[i];
+    key[n++] = p.causal[i];
+  }
+  key[n++] = log_rows;
+  key[n++] = log_cols;
+  key[n++] = key_stationary;
+  {
+    std::lock_guard<std::mutex> lock(cache.mu);
+    for (auto& e : cache.entries)
+      if (e.first == key) return e.second;
+  }
+  const TileShape ts = choose(p, log_rows, log_cols, key_stationary);
+  std::lock_guard<std::mutex> lock(cache.mu);
+  if (cache.entries.size() >= 256) cache.entries.erase(cache.entries.begin());
+  cache.entries.emplace_back(key, ts);
+  return ts;
+}
+
+}  // namespace
+
+TileShape choose_query_stationary(const KernelParams& p, int log_rows, int log_cols) {
+  return cached(p, log_rows, log_cols, false);
+}
+
+TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_cols) {
+  return cached(p, log_rows, log_cols, true);
+}
+
+void set_grid(KernelParams& p, const int (&lg)[3]) {
+  p.tiles = 1;
+  for (int i = 0; i < 3; ++i) {
+    const int e = 1 << lg[i];
+    p.ntiles[i] = (max_group_extent(p, i) + e - 1) / e;
+    p.tiles *= p.ntiles[i];
+  }
+  p.groups = p.dil[0] * p.dil[1] * p.dil[2];
+}
+
+}  // namespace fused
+}  // namespace jax_na

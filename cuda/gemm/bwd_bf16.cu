@@ -1,0 +1,8 @@
+// GEMM family: bwd instantiations for __nv_bfloat16 (head_dim 32, 64, 128).
+#include "launch_bwd.cuh"
+
+namespace jax_na {
+namespace gemm {
+JAX_NA_GEMM_INSTANTIATE(bwd, __nv_bfloat16)
+}  // namespace gemm
+}  // namespace jax_na

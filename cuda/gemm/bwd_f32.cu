@@ -1,0 +1,8 @@
+// GEMM family: bwd instantiations for float (head_dim 32, 64, 128).
+#include "launch_bwd.cuh"
+
+namespace jax_na {
+namespace gemm {
+JAX_NA_GEMM_INSTANTIATE(bwd, float)
+}  // namespace gemm
+}  // namespace jax_na

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# The project's one script for a GPU machine (no network needed): build + install jax_na with
+# its CUDA families, report registers/spills and tensor-core instructions of the kernels, run
+# the GPU tests, memcheck each family once, time benchmark problem V1 against plain JAX and
+# cuDNN, and print a short summary table last.
+#
+#   bash scripts/gpu_check.sh            # logs go to $OUT (or ./out/gpu_check when OUT is unset)
+#
+# Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds for the whole run, default
+# 465: the test stage gets what the other stages leave), SKIP_BUILD=1 (use the installed
+# package), GPU_CHECK_BENCH=0 / GPU_CHECK_SANITIZE=0 (skip those stages). Wheels in .whl/
+# (e.g. nvidia-cutlass, for machines without network) are installed first.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT=${OUT:-$ROOT/out/gpu_check}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+BUDGET=${GPU_CHECK_BUDGET:-465}
+SUMMARY=$OUT/summary.txt
+: >"$SUMMARY"
+say() { echo "$*" | tee -a "$SUMMARY"; }
+stage() { echo; echo "=== $* ($(date +%T), ${SECONDS}s) ==="; }
+
+stage "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -4
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+$PY -c "import sys, jax; print('python', sys.version.split()[0], '| jax', jax.__version__, '|', jax.devices())" 2>&1 | tail -1
+nvcc --version 2>&1 | tail -1
+
+# --- wheels carried for machines without network ----------------------------------------------
+if ls .whl/*.whl >/dev/null 2>&1; then
+  stage "carried wheels"
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+# --- build + install --------------------------------------------------------------------------
+BUILD=skipped
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  stage "build (pip install --no-build-isolation --no-deps -v .)"
+  export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+  if JAX_NA_CUDA=1 timeout 300 $PY -m pip install --no-build-isolation --no-deps -v . >"$OUT/build.log" 2>&1; then
+    BUILD=ok
+  else
+    BUILD="FAILED (see build.log)"
+    grep -E "error|Error" "$OUT/build.log" | head -30
+  fi
+  echo "build: $BUILD (${SECONDS}s)"
+fi
+cd /tmp  # import the installed package, not the source tree
+FAMS=$($PY -c "import jax_na; print(' '.join(jax_na.available_families()))" 2>&1 | tail -1)
+SO=$($PY -c "import jax_na._jax_na_native as m; print(m.__file__)" 2>/dev/null | tail -1)
+echo "available families: $FAMS"
+cd "$ROOT"
+
+# --- registers / spills (ptxas -v from the verbose build) and tensor-core instructions --------
+stage "kernels: registers, spills, HMMA/HGMMA"
+demangle() { if command -v cu++filt >/dev/null; then cu++filt; elif command -v c++filt >/dev/null; then c++filt; else cat; fi; }
+if [ -f "$OUT/build.log" ]; then
+  $PY - "$OUT/build.log" >"$OUT/kernels.txt" <<'EOF'
+import re, shutil, subprocess, sys
+tool = shutil.which("cu++filt") or shutil.which("c++filt")
+def demangle(n):
+    if not tool:
+        return n
+    d = subprocess.run([tool], input=n, capture_output=True, text=True).stdout.strip()
+    return re.sub(r"\(.*", "", d.replace("(anonymous namespace)::", ""))
+fn = stack = None
+rows = set()
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"Compiling entry function '(\S+)' for '(sm_\w+)'", line)
+    if m:
+        fn, arch = m.groups()
+        continue
+    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+    if m:
+        stack = m.groups()
+        continue
+    m = re.search(r"Used (\d+) registers", line)
+    if m and fn and stack:
+        rows.add((arch, int(m.group(1)), stack[0], f"{stack[1]}/{stack[2]}", fn))
+        fn = None
+for arch, regs, st, sp, fn in sorted(rows, key=lambda r: (r[4], r[0])):
+    print(f"{arch:7s} regs={regs:<4d} stack={st:<4s} spill={sp:<8s} {demangle(fn)}")
+EOF
+fi
+if [ -n "$SO" ] && command -v cuobjdump >/dev/null; then
+  echo "--- SASS: matrix instructions per kernel (sm_90a section) ---" >>"$OUT/kernels.txt"
+  cuobjdump -sass -arch sm_90a "$SO" 2>/dev/null | awk '
+    /Function :/ {fn=$3} /HMMA/ {h[fn]++} /HGMMA/ {g[fn]++} /FFMA/ {f[fn]++} /Function :/ {seen[fn]=1}
+    END {for (k in seen) printf "HMMA=%-5d HGMMA=%-5d FFMA=%-6d %s\n", h[k], g[k], f[k], k}' |
+    while read -r a b c fn; do echo "$a $b $c $(echo "$fn" | demangle | sed 's/(anonymous namespace):://g; s/(.*//')"; done >>"$OUT/kernels.txt"
+fi
+cat "$OUT/kernels.txt" 2>/dev/null | grep -E "naive|gemm|fused" | head -120
+NSPILL=$(grep -E "^sm_" "$OUT/kernels.txt" 2>/dev/null | grep -vc "spill=0/0" || true)
+NKERN=$(grep -cE "^sm_" "$OUT/kernels.txt" 2>/dev/null || true)
+
+# --- GPU tests (this project's, then every other gpu-marked test) -----------------------------
+stage "pytest -m gpu"
+# What the budget leaves after reserving time for memcheck, the benchmark and the summary.
+RESERVE=$(( (${GPU_CHECK_SANITIZE:-1} != 0 ? 75 : 0) + (${GPU_CHECK_BENCH:-1} != 0 ? 75 : 0) + 10 ))
+LEFT=$((BUDGET - SECONDS - RESERVE))
+[ "$LEFT" -lt 60 ] && LEFT=60
+(cd "$ROOT" && timeout "$LEFT" $PY -m pytest -m gpu -q -rfEs --tb=short -p no:cacheprovider \
+  --rootdir "$ROOT" tests/test_gpu.py tests/ >"$OUT/pytest.log" 2>&1)
+PYRC=$?
+grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
+TESTS=$(grep -E "(passed|failed|error|skipped)" "$OUT/pytest.log" | grep -E " in [0-9.]+s" | tail -1)
+[ -z "$TESTS" ] && TESTS="no result line (rc=$PYRC; timeout=124) -- see pytest.log"
+
+# --- memcheck: each family fwd + bwd once on small problems -----------------------------------
+SAN=skipped
+if [ "${GPU_CHECK_SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null; then
+  stage "compute-sanitizer memcheck"
+  cat >/tmp/na_sanitize.py <<'EOF'
+import sys, jax, jax.numpy as jnp, numpy as np, jax_na
+rng = np.random.default_rng(0)
+for fam in [f for f in jax_na.available_families() if f.startswith("cuda-")]:
+    for dt, d, spatial, kw in ((jnp.bfloat16, 32, (11, 13), dict(kernel_size=(3, 5), dilation=(2, 1), is_causal=(True, False))),
+                               (jnp.float32, 64, (5, 6, 7), dict(kernel_size=3, stride=(1, 2, 1))),
+                               (jnp.float16, 40, (37,), dict(kernel_size=9, stride=2))):
+        q = jnp.asarray(rng.standard_normal((2, *spatial, 4, d)), dt)
+        k, v = (jnp.asarray(rng.standard_normal((2, *spatial, 2, d)), dt) for _ in range(2))
+        f = lambda q, k, v: jnp.sum(jax_na.neighborhood_attention(q, k, v, **kw, backend=fam).astype(jnp.float32) ** 2)
+        try:
+            g = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(q, k, v)
+            jax.block_until_ready(g)
+            print(fam, jnp.dtype(dt).name, d, "ok", flush=True)
+        except Exception as e:  # a family may refuse a (dtype, head_dim): reported, not fatal
+            print(fam, jnp.dtype(dt).name, d, "refused:", str(e).splitlines()[0][:160], flush=True)
+EOF
+  FILTER=""
+  compute-sanitizer --help 2>&1 | grep -q -- "--kernel-name" && FILTER="--kernel-name kns=jax_na"
+  (cd /tmp && XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_ALLOCATOR=platform \
+    timeout 70 compute-sanitizer --tool memcheck $FILTER --report-api-errors no \
+    $PY /tmp/na_sanitize.py) >"$OUT/sanitizer.log" 2>&1
+  grep -E "ok$|refused|ERROR SUMMARY|Invalid|out of bounds" "$OUT/sanitizer.log" | head -30
+  SAN=$(grep -E "ERROR SUMMARY" "$OUT/sanitizer.log" | tail -1)
+  [ -z "$SAN" ] && SAN="no summary (see sanitizer.log)"
+fi
+
+# --- benchmark V1 -----------------------------------------------------------------------------
+if [ "${GPU_CHECK_BENCH:-1}" != 0 ]; then
+  stage "benchmark V1 (bf16, B=128, H=2, 56x56, D=32, k=7)"
+  cat >/tmp/na_bench.py <<'EOF'
+import json, math, sys, time
+import jax, jax.numpy as jnp, numpy as np, jax_na
+B, H, X, Y, D, K = 128, 2, 56, 56, 32, 7
+N = X * Y
+FWD_FLOP = 4 * B * H * N * K * K * D
+rng = np.random.default_rng(0)
+def arrays(shape):  # two input sets, rotated, fresh randn (never zeros)
+    return [tuple(jnp.asarray(rng.standard_normal(shape), jnp.bfloat16) for _ in range(4)) for _ in range(2)]
+sets_na = arrays((B, X, Y, H, D))
+sets_dense = [tuple(a.reshape(B, N, H, D) for a in s) for s in sets_na]
+
+def na(backend):
+    return lambda q, k, v: jax_na.na2d(q, k, v, K, backend=backend)
+def cudnn(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+def fwd_bwd(fn):
+    def f(q, k, v, ct):
+        out, vjp = jax.vjp(fn, q, k, v)
+        return vjp(ct)
+    return f
+def fwd_only(fn):
+    return lambda q, k, v, ct: fn(q, k, v)
+
+def timeit(fn, sets, blocks=12):
+    c = jax.jit(fn).lower(*sets[0]).compile()
+    jax.block_until_ready(c(*sets[0])); jax.block_until_ready(c(*sets[1]))
+    t0 = time.perf_counter(); jax.block_until_ready(c(*sets[0])); one = time.perf_counter() - t0
+    n = int(min(50, max(2, math.ceil(0.03 / max(one, 1e-6)))))
+    per = []
+    for b in range(blocks):
+        t0 = time.perf_counter()
+        outs = [c(*sets[(b + i) % 2]) for i in range(n)]
+        jax.block_until_ready(outs)
+        per.append((time.perf_counter() - t0) / n)
+    return float(np.median(per))
+
+rows = []
+cands = [(f, na(f), sets_na) for f in jax_na.available_families() if f.startswith("cuda-")]
+cands += [("reference (JAX gather+einsum)", na("reference"), sets_na), ("cuDNN dense (jax.nn)", cudnn, sets_dense)]
+for name, fn, sets in cands:
+    r = {"impl": name}
+    for what, wrap, flop in (("fwd", fwd_only, FWD_FLOP), ("fwd+bwd", fwd_bwd, 3.5 * FWD_FLOP)):
+        try:
+            t = timeit(wrap(fn), sets)
+            r[what + "_ms"] = round(t * 1e3, 4)
+            r[what + "_tflops"] = round(flop / t / 1e12, 2)
+        except Exception as e:
+            r[what + "_ms"] = None
+            r[what + "_error"] = str(e).splitlines()[0][:200]
+        print(json.dumps(r), flush=True)
+    rows.append(r)
+json.dump(rows, open(sys.argv[1], "w"), indent=1)
+print(f"\nV1 on {jax.devices()[0].device_kind}: median per-call ms (effective NA TFLOP/s)")
+print(f"{'implementation':32s} {'fwd':>18s} {'fwd+bwd':>18s}")
+for r in rows:
+    cell = lambda w: (f"{r[w + '_ms']:9.3f} ({r[w + '_tflops']:5.1f})" if r.get(w + "_ms") else "   error")
+    print(f"{r['impl']:32s} {cell('fwd'):>18s} {cell('fwd+bwd'):>18s}")
+EOF
+  (cd /tmp && timeout 70 $PY /tmp/na_bench.py "$OUT/bench.json") >"$OUT/bench.txt" 2>&1
+  grep -v '^{' "$OUT/bench.txt" | tail -12
+fi
+
+# --- summary (last) ---------------------------------------------------------------------------
+echo
+say "================ gpu_check summary ($GPU, ${SECONDS}s) ================"
+say "build:            $BUILD"
+say "families:         $FAMS"
+say "kernels w/ spill: ${NSPILL:-?} of ${NKERN:-?} (kernels.txt)"
+say "HMMA in gemm:     $(grep -E 'gemm::' "$OUT/kernels.txt" 2>/dev/null | grep -E '^HMMA' | awk '{split($1,a,"="); s+=a[2]} END {print s+0}') instructions over $(grep -E 'gemm::' "$OUT/kernels.txt" 2>/dev/null | grep -cE '^HMMA=[1-9]') kernels"
+say "memcheck:         $SAN"
+say "pytest -m gpu:    $TESTS"
+if [ -f "$OUT/bench.txt" ]; then grep -A12 "^V1 on" "$OUT/bench.txt" | tee -a "$SUMMARY"; fi

@@ -1,0 +1,106 @@
+"""The benchmark suite runs end to end on CPU: dry run, a slice of the quick suite with JSON,
+Markdown and PNG output, and the profiler's cache. Kept short (tiny budgets, two problems)."""
+
+import importlib.util
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import problems, profiler, run, timing
+
+
+def test_flops_and_bytes_follow_benchmarks_md():
+    v1 = problems.select(problems.ANCHORS, "V1")[0]
+    assert v1.flops("fwd") == 4 * 128 * 2 * 56 * 56 * 49 * 32
+    assert v1.flops("fwd+bwd") == 3.5 * v1.flops("fwd")
+    # q, k, v, out once: 4 × 128·3136·2·32·2 B ≈ 205 MB (+ the float32 lse)
+    assert abs(v1.min_bytes("fwd") - 4 * 128 * 3136 * 2 * 32 * 2) <= 128 * 3136 * 2 * 4
+    assert {p.name for p in problems.ANCHORS} == {"A1", "A1s", "A1c", "A2", "A2s", "A3", "A3s", "V1", "V2"}
+
+
+def test_custom_problem_from_cli_lists():
+    p = problems.custom([56, 56], [7], [1, 1], None, [0, 1], heads=2, head_dim=32, batch=4, dtype="bf16")
+    assert p.kernel == (7, 7) and p.dilation == (1, 1) and p.causal == (False, True) and p.dtype == "bfloat16"
+    with pytest.raises(ValueError):
+        problems.custom([56, 56], [7, 7, 7])
+    with pytest.raises(SystemExit, match="kernel_size"):
+        run.main(["--dims", "16", "--kernel", "9", "--dilation", "2", "--dry-run"])
+
+
+def test_timing_reports_median_and_spread():
+    xs = [(jnp.ones((64, 64)) * i,) for i in range(3)]
+    compiled, compile_s = timing.compile_fn(lambda x: x @ x, xs[0])
+    t = timing.time_compiled(compiled, xs, budget_s=0.05, target_block_s=1e-3)
+    assert compile_s >= 0 and t.n_blocks >= 3 and t.calls_per_block >= 1
+    assert 0 < t.min_s <= t.p10_s <= t.median_s <= t.p90_s
+
+
+def test_tuning_key_is_a_stable_signature():
+    key = profiler.tuning_key("NVIDIA H100 80GB HBM3", "fwd", (128, 56, 56, 2, 32), 2, "bfloat16",
+                              (7, 7), (1, 1), (1, 1), (False, False))
+    assert key == "NVIDIA H100 80GB HBM3|fwd|bfloat16|q=128x56x56x2x32|hkv=2|k=7x7|s=1x1|d=1x1|c=00"
+
+
+def test_dry_run_lists_backends_without_running(capsys):
+    assert run.main(["--suite", "quick", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for p in problems.QUICK:
+        assert p.name in out
+    assert "reference" in out and "profiler candidates" in out and "backend=None here" in out
+
+
+def test_quick_suite_writes_json_markdown_png(tmp_path, capsys):
+    js, png, md = tmp_path / "q.json", tmp_path / "q.png", tmp_path / "q.md"
+    argv = ["--suite", "quick", "--problems", "Q1c,Q2", "--peers", "reference,jax_na", "--max-row-s", "0.05",
+            "--floor-budget-s", "0.05", "--time-limit", "120", "--json", str(js), "--png", str(png), "--md", str(md)]
+    assert run.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "problem" in table and "TFLOP/s" in table and "Q2" in table
+    doc = json.loads(js.read_text())
+    meta = doc["meta"]
+    assert meta["card"] and meta["jax_version"] == jax.__version__ and meta["date"] and meta["git_commit"]
+    assert doc["floors"]["matmul"]["float32"]["flops_per_s"] > 0
+    ok = [r for r in doc["rows"] if r["status"] == "ok"]
+    assert "reference" in {r["peer"] for r in ok}
+    assert {(r["problem"], r["mode"]) for r in ok} == {(p, m) for p in ("Q1c", "Q2") for m in ("fwd", "fwd+bwd")}
+    for r in ok:
+        assert r["time_ms"] > 0 and r["p10_ms"] <= r["p90_ms"] and r["tflops"] > 0 and "speedup" in r
+        if r["peer"].startswith("jax_na") and r["mode"] == "fwd":
+            assert r["rel_err"] < 1e-3  # f32 backends agree with the reference
+    assert all(r["reason"] for r in doc["rows"] if r["status"] != "ok")
+    if importlib.util.find_spec("matplotlib"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert md.read_text().count("\n|") >= 4
+
+
+def test_optimize_writes_the_tuning_cache(tmp_path, capsys):
+    cache = tmp_path / "tuning.json"
+    peers = "jax_na" if jax_na_families() else "reference"  # the reference alone compiles slowly
+    argv = ["--suite", "quick", "--problems", "Q2", "--optimize", "--peers", peers, "--no-floors",
+            "--max-row-s", "0.05", "--time-limit", "120", "--cache", str(cache)]
+    assert run.main(argv) == 0
+    assert "best Q2 fwd" in capsys.readouterr().out
+    entries = json.loads(cache.read_text())["entries"]
+    q2 = problems.select(problems.QUICK, "Q2")[0]
+    e = entries[profiler.problem_key(q2, "fwd")]
+    assert e["backend"] in ("reference",) + jax_na_families() and e["time_ms"] > 0
+    assert profiler.problem_key(q2, "bwd") in entries
+
+
+def jax_na_families():
+    import jax_na
+
+    return tuple(jax_na.available_families())
+
+
+@pytest.mark.parametrize("flags, reason", [(["--mem-frac", "1e-9"], "memory limit"),
+                                           (["--time-limit", "0.001"], "time limit")])
+def test_limits_skip_rows_with_reasons(tmp_path, capsys, flags, reason):
+    js = tmp_path / "s.json"
+    assert run.main(["--suite", "quick", "--problems", "Q1", "--no-floors", "--json", str(js), *flags]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert rows and all(r["status"] == "skipped" for r in rows)
+    assert all(reason in r["reason"] for r in rows if r["applicable"])
+    assert reason in capsys.readouterr().out
