@@ -28,14 +28,15 @@ na_bwd_p.multiple_results = True
 
 # --- abstract evaluation ---------------------------------------------------------------------
 
+# Output avals are derived from an input's aval with .update(), which keeps its manual-axis
+# (shard_map) type: a gradient must have exactly the type of its primal input.
+
 def _fwd_abstract(q, k, v, *, params: NAParams, backend: str):
-    lse = jax.core.ShapedArray(q.shape[:-1], jnp.float32)
-    return jax.core.ShapedArray(q.shape, q.dtype), lse
+    return q.update(shape=q.shape, dtype=q.dtype), q.update(shape=q.shape[:-1], dtype=jnp.dtype(jnp.float32))
 
 
 def _bwd_abstract(q, k, v, dout, lse, delta, *, params: NAParams, backend: str):
-    return (jax.core.ShapedArray(q.shape, q.dtype), jax.core.ShapedArray(k.shape, k.dtype),
-            jax.core.ShapedArray(v.shape, v.dtype))
+    return tuple(x.update(shape=x.shape, dtype=x.dtype) for x in (q, k, v))
 
 
 na_fwd_p.def_abstract_eval(_fwd_abstract)

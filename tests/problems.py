@@ -131,6 +131,12 @@ def random_problem(rng: np.random.Generator, rank: Optional[int] = None, *, extr
     )
 
 
+def put(x, dtype=F32):
+    """A numpy array on the device as `dtype`. (jnp.asarray compiles a small program per new
+    shape in this JAX; numpy casting and device_put compile nothing.)"""
+    return jax.device_put(np.asarray(x).astype(jnp.dtype(dtype)))
+
+
 @dataclasses.dataclass
 class Inputs:
     q: np.ndarray
@@ -143,12 +149,12 @@ class Inputs:
 
     def arrays(self, dtype):
         """(q, k, v, ak, av) as jax arrays of `dtype` (ak/av None when absent)."""
-        cast = lambda x: None if x is None else jnp.asarray(x, dtype)  # noqa: E731
+        cast = lambda x: None if x is None else put(x, dtype)  # noqa: E731
         return cast(self.q), cast(self.k), cast(self.v), cast(self.ak), cast(self.av)
 
     def rounded(self, dtype) -> "Inputs":
         """The same inputs rounded to `dtype` and back to float32 (what a low-precision run sees)."""
-        r = lambda x: None if x is None else np.asarray(jnp.asarray(x, dtype).astype(F32))  # noqa: E731
+        r = lambda x: None if x is None else np.asarray(x).astype(jnp.dtype(dtype)).astype(np.float32)  # noqa: E731
         return Inputs(r(self.q), r(self.k), r(self.v), r(self.ak), r(self.av), self.dout, self.dlse)
 
 
@@ -242,7 +248,7 @@ def run(p: Problem, x: Inputs, backend, dtype=F32, grads=True) -> Result:
     with backend_context(backend):
         if grads:
             fn = jax.jit(_grad_fn(p, backend))
-            g, (out, lse) = fn(q, k, v, ak, av, jnp.asarray(x.dout), jnp.asarray(x.dlse))
+            g, (out, lse) = fn(q, k, v, ak, av, put(x.dout), put(x.dlse))
         else:
             out, lse = jax.jit(attention_fn(p, backend))(q, k, v, ak, av)
             g = ()
@@ -258,8 +264,8 @@ def _grad_fn(p: Problem, backend):
 def _to_result(q_shape, dtype, g, out, lse) -> Result:
     assert out.dtype == jnp.dtype(dtype) and out.shape == q_shape, (out.dtype, out.shape)
     assert lse.dtype == jnp.float32 and lse.shape == q_shape[:-1], (lse.dtype, lse.shape)
-    g = tuple(np.asarray(t.astype(F32), np.float64) for t in g)
-    return Result(np.asarray(out.astype(F32), np.float64), np.asarray(lse, np.float64), g)
+    f64 = lambda t: np.asarray(t).astype(np.float64)  # noqa: E731 - numpy casts: nothing to compile
+    return Result(f64(out), f64(lse), tuple(f64(t) for t in g))
 
 
 def run_many(cases, backend, dtype=F32, chunk=8) -> list:
@@ -270,7 +276,7 @@ def run_many(cases, backend, dtype=F32, chunk=8) -> list:
     for start in range(0, len(cases), chunk):
         part = cases[start:start + chunk]
         fns = [_grad_fn(p, backend) for p, _ in part]
-        args = [x.arrays(dtype) + (jnp.asarray(x.dout), jnp.asarray(x.dlse)) for _, x in part]
+        args = [x.arrays(dtype) + (put(x.dout), put(x.dlse)) for _, x in part]
         try:
             with backend_context(backend):
                 outs = jax.block_until_ready(jax.jit(lambda a: [f(*aa) for f, aa in zip(fns, a)])(args))

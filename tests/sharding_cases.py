@@ -126,9 +126,11 @@ def test_batch_heads_local(mesh_shape, shape, heads_kv, spec, kw):
         assert 'custom_call_target="jax_na_fwd_cpu"' in hlo and 'custom_call_target="jax_na_bwd_cpu"' in hlo
 
 
-def test_primitive_path_local():
-    """The primitives under custom_partitioning, whatever they lower to (kernel or XLA)."""
-    check_local(*BATCH_HEADS[1].values, make=primitive)
+def test_xla_fallback_local(monkeypatch):
+    """The primitives under custom_partitioning when they lower to the XLA fallback (no kernel)."""
+    monkeypatch.setattr(backends, "family_for", lambda *args: None)
+    hlo = check_local(*BATCH_HEADS[1].values, make=primitive)
+    assert "jax_na_fwd_" not in hlo and "jax_na_bwd_" not in hlo
 
 
 def test_vmap_keeps_sharding():
@@ -214,3 +216,21 @@ def test_spatial_parallel(mesh_shape, shape, heads_kv, layout, kw, extra):
     assert {s for _, shapes in found for s in shapes} == blocks, (found, widths)
     if kw.get("is_causal") is True:
         assert all(right == 0 for _, right in widths)  # causal: keys come from the left only
+
+
+# --- inside shard_map: the primitives keep the manual-axis types (gradients type-check) ----------
+
+def test_grad_inside_shard_map():
+    m = mesh(4, "b")
+    (q, k, v, _, _), _ = inputs((4, 8, 10, 2, 8), 2)
+    w = jnp.float32(1.3)  # replicated: its gradient needs a psum, the NA inputs vary over "b"
+
+    def local_loss(q, k, v, w):
+        return jax.lax.psum(jnp.sum(jax_na.na2d(q * w, k, v, 3, dilation=(2, 1)) ** 2), "b")
+
+    sharded = jax.shard_map(local_loss, mesh=m, in_specs=(P("b"), P("b"), P("b"), P()), out_specs=P())
+    got = jax.jit(jax.grad(sharded, argnums=(0, 1, 2, 3)))(q, k, v, w)
+    want = jax.jit(jax.grad(lambda q, k, v, w: jnp.sum(jax_na.na2d(q * w, k, v, 3, dilation=(2, 1)) ** 2),
+                            argnums=(0, 1, 2, 3)))(q, k, v, w)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)

@@ -5,12 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
-from flax import nnx
 
-import jax_na
-from jax_na.flax import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D
-from jax_na.flax import linen as na_linen
+pytest.importorskip("flax")
+from flax import linen as nn  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import jax_na  # noqa: E402
+from jax_na.flax import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D  # noqa: E402
+from jax_na.flax import linen as na_linen  # noqa: E402
 
 F, HEADS = 16, 2
 LAYERS = {1: NeighborhoodAttention1D, 2: NeighborhoodAttention2D, 3: NeighborhoodAttention3D}

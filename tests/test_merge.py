@@ -52,7 +52,7 @@ def test_merge_of_split_additional_kv_equals_union(backend, split):
 
     with P.backend_context(backend):
         g, (out, lse) = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))(
-            *x.arrays(P.F32), jnp.asarray(x.dout), jnp.asarray(x.dlse))
+            *x.arrays(P.F32), P.put(x.dout), P.put(x.dlse))
     got = P.Result(np.asarray(out, np.float64), np.asarray(lse, np.float64), tuple(np.asarray(t) for t in g))
     P.assert_close(got, P.run_oracle(p, x), 1e-5, f"merged parts vs union, backend={backend!r}")
 
@@ -68,7 +68,7 @@ def test_merge_of_dense_halves_equals_union():
     cuts = [(0, 3), (3, 4), (4, 11)]
     dense = jax.jit(jnp_dense, static_argnums=3)
     merge = jax.jit(jax_na.merge_attentions)
-    parts = [dense(jnp.asarray(q), jnp.asarray(k[:, a:b]), jnp.asarray(v[:, a:b]), 0.4) for a, b in cuts]
+    parts = [dense(P.put(q), P.put(k[:, a:b]), P.put(v[:, a:b]), 0.4) for a, b in cuts]
     for order in ([0, 1, 2], [2, 0, 1]):
         out, lse = merge([parts[i][0] for i in order], [parts[i][1] for i in order])
         assert out.dtype == jnp.float32 and lse.dtype == jnp.float32 and lse.shape == q.shape[:-1]
@@ -111,8 +111,8 @@ def test_merge_gradients_flow_to_every_part():
 def test_merge_with_an_empty_part():
     """A part over no keys has lse = -inf: it contributes nothing, and nothing becomes NaN."""
     rng = np.random.default_rng(3)
-    o = jnp.asarray(rng.standard_normal((1, 4, 2, 8)), jnp.float32)
-    lse = jnp.asarray(rng.standard_normal((1, 4, 2)), jnp.float32)
+    o = P.put(rng.standard_normal((1, 4, 2, 8)), jnp.float32)
+    lse = P.put(rng.standard_normal((1, 4, 2)), jnp.float32)
     empty_o, empty_lse = jnp.zeros_like(o), jnp.full_like(lse, -jnp.inf)
     out, l = jax.jit(jax_na.merge_attentions)([o, empty_o], [lse, empty_lse])
     np.testing.assert_allclose(out, o, rtol=1e-6)
@@ -124,8 +124,8 @@ def test_merge_with_an_empty_part():
 @pytest.mark.parametrize("dtype", [P.F16, P.BF16], ids=["float16", "bfloat16"])
 def test_merge_dtypes(dtype):
     rng = np.random.default_rng(4)
-    outs = [jnp.asarray(rng.standard_normal((2, 3, 2, 4)), dtype) for _ in range(2)]
-    lses = [jnp.asarray(rng.standard_normal((2, 3, 2)), jnp.float32) for _ in range(2)]
+    outs = [P.put(rng.standard_normal((2, 3, 2, 4)), dtype) for _ in range(2)]
+    lses = [P.put(rng.standard_normal((2, 3, 2)), jnp.float32) for _ in range(2)]
     out, lse = jax_na.merge_attentions(outs, lses)
     assert out.dtype == jnp.dtype(dtype) and lse.dtype == jnp.float32
     w = jax.nn.softmax(jnp.stack(lses), axis=0)

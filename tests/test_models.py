@@ -3,9 +3,11 @@
 import jax
 import jax.numpy as jnp
 import pytest
-from flax import nnx
 
-from jax_na.flax.models import NATConfig, PRESETS, create_model
+pytest.importorskip("flax")
+from flax import nnx  # noqa: E402
+
+from jax_na.flax.models import NATConfig, PRESETS, create_model  # noqa: E402
 
 # Published ImageNet-1k parameter counts (millions). Ours lack the relative positional bias
 # (a few thousand parameters), so they agree to well within 5%.

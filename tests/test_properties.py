@@ -62,6 +62,7 @@ def test_reference_matches_oracle(p, seed):
 
 
 @pytest.mark.parametrize("backend", P.api_backends())
+@settings(max_examples=6)
 @given(p=problems(), seed=st.integers(0, 2**32 - 1))
 def test_backend_matches_reference(backend, p, seed):
     x = P.make_inputs(p, np.random.default_rng(seed))

@@ -7,6 +7,7 @@ over named feature configurations and seeded random ones).
 
 import itertools
 
+import jax
 import numpy as np
 import pytest
 
@@ -157,7 +158,7 @@ def test_reference_matches_oracle_features(index):
 
 
 def test_reference_matches_oracle_random():
-    cases = P.random_cases(seed=1234, n=16)
+    cases = P.random_cases(seed=1234, n=10)
     bad = P.failures(cases, P.run_many(cases, "reference"), [P.run_oracle(p, x) for p, x in cases], P.ORACLE_TOL)
     assert not bad, "reference vs oracle:\n" + "\n".join(bad)
 
@@ -190,7 +191,7 @@ def test_na_fixed_rank_functions_equal_neighborhood_attention():
                   (jax_na.na3d, P.FEATURE_CASES["3d-mixed"])):
         x = P.make_inputs(p, rng)
         q, k, v, _, _ = x.arrays(P.F32)
-        got = fn(q, k, v, p.kernel_size, stride=p.stride, dilation=p.dilation, is_causal=p.is_causal,
-                 backend="reference")
+        got = jax.jit(lambda q, k, v: fn(q, k, v, p.kernel_size, stride=p.stride, dilation=p.dilation,
+                                         is_causal=p.is_causal, backend="reference"))(q, k, v)
         want = P.run_oracle(p, x, grads=False).out
         assert P.rel_err(np.asarray(got), want) < P.ORACLE_TOL, fn.__name__

@@ -3,18 +3,19 @@ command line runs end to end with resume (on a micro preset, to keep the test fa
 
 import importlib.util
 import json
+import pickle
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-from jax_na.flax.models import PRESETS, create_model
+for _module in ("flax", "optax", "orbax.checkpoint", "sklearn", "tqdm", "matplotlib"):
+    pytest.importorskip(_module)
+from flax import nnx  # noqa: E402
 
-pytest.importorskip("optax")
-pytest.importorskip("orbax.checkpoint")
-pytest.importorskip("sklearn")
+from jax_na.flax.models import PRESETS, create_model  # noqa: E402
+
 
 _spec = importlib.util.spec_from_file_location("train_nat", Path(__file__).parents[1] / "examples" / "train_nat.py")
 train_nat = importlib.util.module_from_spec(_spec)
@@ -85,3 +86,26 @@ def test_command_line_with_resume(tmp_path, capsys):
     assert 0.0 <= metrics["held_out_accuracy"] <= 1.0
     assert (tmp_path / "out" / "training_curves.png").stat().st_size > 1000
     assert "held-out accuracy" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_data_loaders_for_image_folders_and_cifar(tmp_path):
+    from PIL import Image
+
+    for label in ("cat", "dog"):
+        (tmp_path / "folder" / label).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (20, 12), (40 * i, 100, 200)).save(tmp_path / "folder" / label / f"{i}.png")
+    x_tr, y_tr, x_te, y_te, names = train_nat.load_data(str(tmp_path / "folder"), 16)
+    assert names == ["cat", "dog"] and x_tr.shape[1:] == (16, 16, 3) and len(x_tr) + len(x_te) == 10
+    assert set(y_te) == {0, 1}  # stratified: every class is held out
+
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("data_batch_1", 6), ("data_batch_2", 4), ("test_batch", 3)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(range(n))}
+        with open(cifar / name, "wb") as f:
+            pickle.dump(batch, f)
+    x_tr, y_tr, x_te, y_te, names = train_nat.load_data(str(tmp_path), 32)
+    assert x_tr.shape == (10, 32, 32, 3) and x_te.shape == (3, 32, 32, 3) and len(names) == 10
+    assert abs(float(x_tr.mean())) < 1e-4  # standardised with the training split's statistics

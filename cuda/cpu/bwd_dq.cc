@@ -58,10 +58,9 @@ JAX_NA_CPU_CLONES void dq_task(const Problem& p, const BwdArgs& a, const Tile& t
           zero(acc);
           n = 0;
           for (int a0 = w0.begin; a0 < w0.end; ++a0)
-            for (int a1 = w1.begin; a1 < w1.end; ++a1) {
+            for (int a1 = w1.begin; a1 < w1.end; ++a1, n += run) {
               const int64_t r = ((a0 - box[0].begin) * n1 + (a1 - box[1].begin)) * n2 + (w2.begin - box[2].begin);
-              const float* k = s.k.data() + r * Dp;
-              for (int64_t j = 0; j < run; ++j, ++n) axpy(acc, dp[n], k + j * Dp);
+              axpy_rows(acc, dp + n, s.k.data() + r * Dp, run);
             }
           store(acc, s.row.data());
           store_row(a.dq, p.dtype, row * D, D, s.row.data(), p.scale);

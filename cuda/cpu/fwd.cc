@@ -58,10 +58,9 @@ JAX_NA_CPU_CLONES void fwd_task(const Problem& p, const FwdArgs& a, const Tile& 
           zero(acc);
           n = 0;
           for (int a0 = w0.begin; a0 < w0.end; ++a0)
-            for (int a1 = w1.begin; a1 < w1.end; ++a1) {
+            for (int a1 = w1.begin; a1 < w1.end; ++a1, n += run) {
               const int64_t r = ((a0 - box[0].begin) * n1 + (a1 - box[1].begin)) * n2 + (w2.begin - box[2].begin);
-              const float* v = s.v.data() + r * Dp;
-              for (int64_t j = 0; j < run; ++j, ++n) axpy(acc, scores[n], v + j * Dp);
+              axpy_rows(acc, scores + n, s.v.data() + r * Dp, run);
             }
           store(acc, s.row.data());
           store_row(a.out, p.dtype, row * D, D, s.row.data(), 1.f / sum);

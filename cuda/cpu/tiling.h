@@ -25,12 +25,12 @@ struct Tile {
   Range pos[3];
 };
 
-// Tile extents in positions: about 256 positions per tile spread over the dims that have more
+// Tile extents in positions: about 128 positions per tile spread over the dims that have more
 // than one position, so the gathered box (tile + kernel - 1 per dim) stays cache-sized.
 inline void choose_tile(const Problem& p, int tile[3]) {
   int active = 0;
   for (int i = 0; i < 3; ++i) active += group_extent(p.dim[i].extent, p.dim[i].dilation, 0) > 1;
-  const int side = active <= 1 ? 256 : active == 2 ? 16 : 6;
+  const int side = active <= 1 ? 128 : active == 2 ? 12 : 5;
   for (int i = 0; i < 3; ++i) {
     const int m = group_extent(p.dim[i].extent, p.dim[i].dilation, 0);  // largest group
     tile[i] = m > 1 ? na_min(m, side) : 1;
@@ -74,21 +74,10 @@ inline Range key_box(const Tile& t, int i, const DimParams& d) {
   return Range{w.start, w.end};
 }
 
-// Query positions whose window meets key positions `keys` along one dim. Window starts and
-// ends are non-decreasing in the query position, so this is one interval, found by bisection.
+// Query positions whose window meets key positions `keys` along one dim (one interval).
 inline Range query_box(Range keys, int Lg, const DimParams& d) {
-  auto first = [&](auto pred) {  // first position in [0, Lg) with pred true (Lg if none)
-    int lo = 0, hi = Lg;
-    while (lo < hi) {
-      const int mid = lo + (hi - lo) / 2;
-      if (pred(window_range(mid, Lg, d))) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo;
-  };
-  const int begin = first([&](Range w) { return w.end > keys.begin; });
-  const int end = first([&](Range w) { return w.begin >= keys.end; });
-  return Range{begin, end};
+  const Window w = key_tile_query_range(keys.begin, keys.end, Lg, d.kernel, d.stride, d.causal);
+  return Range{w.start, w.end};
 }
 
 // Row-major flat token index of the grid coordinate of positions (p0, p1, p2) in tile groups.

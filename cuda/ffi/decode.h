@@ -30,6 +30,9 @@ inline std::string dtype_name(ffi::DataType t) {
     case ffi::DataType::F32: return "float32";
     case ffi::DataType::F16: return "float16";
     case ffi::DataType::BF16: return "bfloat16";
+    case ffi::DataType::F64: return "float64";
+    case ffi::DataType::S32: return "int32";
+    case ffi::DataType::S64: return "int64";
     default: return "dtype code " + std::to_string(int(t));
   }
 }

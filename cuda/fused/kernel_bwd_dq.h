@@ -26,7 +26,7 @@ struct DqConfig {
   static constexpr int kCols = 64;
   static constexpr int kLogRows = 6;
   static constexpr int kLogCols = 6;
-  static constexpr int kMinBlocks = D >= 128 ? 2 : 3;
+  static constexpr int kMinBlocks = D >= 128 ? 2 : (D >= 64 ? kMinBlocksD64 : 3);
   static constexpr int kTile = SmemTile<D>::bytes(64);
   static constexpr int kTabOffset = 6 * kTile;  // Q, dO, 2 x K, 2 x V, then the tables
   static constexpr int kDeltaOffset = kTabOffset + kMaxTableEntries * 8;

@@ -34,7 +34,12 @@ struct FwdConfig {
   static constexpr int kCols = BN;       // keys per key/value tile
   static constexpr int kLogRows = MT == 2 ? 7 : 6;
   static constexpr int kLogCols = BN == 64 ? 6 : 5;
-  static constexpr int kMinBlocks = (D >= 128 || MT == 2) ? 2 : (D >= 64 ? 3 : 4);
+  static constexpr int kMinBlocks =
+      MT == 2 ? 2 : (D >= 128 ? (BN == 32 ? 3 : 2) : (D >= 64 ? kMinBlocksD64 : 4));
+  // Two row blocks per warp keep their rows' windows as table references (registers).
+  static constexpr bool kRowRefs = MT == 2;
+  // Q fragments live in registers unless registers are short (then read per k-step).
+  static constexpr bool kQInRegs = MT == 1 && !(D >= 128 && BN == 32);
   static constexpr int kQTile = SmemTile<D>::bytes(kRows);
   static constexpr int kKVTile = SmemTile<D>::bytes(BN);
   static constexpr int kTabOffset = kQTile + 4 * kKVTile;  // Q, 2 x K, 2 x V, then the tables
@@ -94,16 +99,23 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D, MT, BN>::kMinBlocks)
   if (c.n_kv > 0) load_kv(tb, 0);
   cp_async_commit();
 
-  RowPartners rp[MT];
+  RowPartners rp[Cfg::kRowRefs ? 1 : MT];
+  RowRefs rf[MT];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) query_row_partners(p, tab, row0 + 16 * mt, lane, rp[mt]);
+  for (int mt = 0; mt < MT; ++mt) {
+    if constexpr (Cfg::kRowRefs) {
+      query_row_refs(p, row0 + 16 * mt, lane, rf[mt]);
+    } else {
+      query_row_partners(p, tab, row0 + 16 * mt, lane, rp[mt]);
+    }
+  }
   WarpTileTest wt;
   query_warp_test(p, c, tab, row0, 16 * MT, wt);
 
   cp_async_wait<1>();
   __syncthreads();
-  uint32_t qf[MT == 1 ? D / 16 : 1][4];
-  if constexpr (MT == 1) lds_a_all<D>(qf, sQ, row0, lane);
+  uint32_t qf[Cfg::kQInRegs ? D / 16 : 1][4];
+  if constexpr (Cfg::kQInRegs) lds_a_all<D>(qf, sQ, row0, lane);
 
   float o[MT][ND][4];
 #pragma unroll
@@ -131,15 +143,22 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D, MT, BN>::kMinBlocks)
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int n = 0; n < NT; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
-      if constexpr (MT == 1) {
+      if constexpr (Cfg::kQInRegs) {
         gemm_abt<T, D, BN>(s[0], qf, sK + st * Cfg::kKVTile, lane);
       } else {
         gemm_abt_mt<T, D, BN, MT>(s, sQ, row0, sK + st * Cfg::kKVTile, lane);
       }
       if (!wt.inside(tb, p.ts.klog)) {
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-          mask_tile(s[mt], rp[mt], tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+        for (int mt = 0; mt < MT; ++mt) {
+          if constexpr (Cfg::kRowRefs) {
+            RowPartners r;
+            unpack_partners(rf[mt], tab, r);
+            mask_tile(s[mt], r, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+          } else {
+            mask_tile(s[mt], rp[mt], tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+          }
+        }
       }
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) sm[mt].step(s[mt], o[mt], p.scale_log2);

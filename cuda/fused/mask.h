@@ -37,6 +37,24 @@ FUSED_HD void apply_column_masks(float (&s)[NT][4], uint64_t m0, uint64_t m1,
   }
 }
 
+// The thread's two rows as packed window-table indices (8 bits per dim; see query_tile.h),
+// for kernels that cannot keep RowPartners in registers.
+struct RowRefs {
+  uint32_t idx[2];
+};
+
+FUSED_HD void unpack_partners(const RowRefs& rf, const Window* tab, RowPartners& rp) {
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+#pragma unroll
+    for (int i = 0; i < 3; ++i) {
+      const Window w = tab[(rf.idx[rr] >> (8 * i)) & 0xffu];
+      rp.lo[rr][i] = w.start;
+      rp.hi[rr][i] = w.end;
+    }
+  }
+}
+
 template <int NT>
 FUSED_HD void mask_tile(float (&s)[NT][4], const RowPartners& rp,
                                           const int (&tb)[3], const int (&lg)[3], uint64_t rep12,

@@ -152,6 +152,18 @@ FUSED_HD void query_row_partners(const KernelParams& p, const Window* tab, int r
   }
 }
 
+// Same rows as packed table indices (entries < 256: tables hold at most 130).
+FUSED_HD void query_row_refs(const KernelParams& p, int row0, int lane, RowRefs& rf) {
+  const int base[3] = {0, 1 << p.ts.qlog[0], (1 << p.ts.qlog[0]) + (1 << p.ts.qlog[1])};
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    int t[3];
+    split_row(row0 + (lane >> 2) + 8 * rr, p.ts.qlog, t);
+    rf.idx[rr] = uint32_t(base[0] + t[0]) | (uint32_t(base[1] + t[1]) << 8) |
+                 (uint32_t(base[2] + t[2]) << 16);
+  }
+}
+
 // Union / intersection of the windows of the valid rows among the warp's rows
 // [row0, row0 + nrows) (an aligned power-of-two block, hence a box of positions).
 FUSED_HD void query_warp_test(const KernelParams& p, const QueryCta& c, const Window* tab, int row0,

@@ -4,9 +4,9 @@ Overlapping conv tokenizer (two 3x3 stride-2 convs, /4) -> stages of pre-norm bl
 (neighborhood attention + MLP, stochastic depth, optional layer scale), a 3x3 stride-2 conv
 downsampler between stages -> LayerNorm, global average pool, linear head.
 
-Differences from the published PyTorch models: no relative positional bias (NATTEN's fused
-kernels dropped it; the conv tokenizer carries position), and where a stage's feature map is
-smaller than the kernel, the kernel shrinks to the map (attention over the whole map).
+Differences from the published PyTorch models: no relative positional bias (jax_na computes
+NATTEN 0.21's attention, which has none; the conv tokenizer carries position), and where a
+stage's feature map is smaller than the kernel, the kernel shrinks to the map.
 DiNAT's dilations alternate 1 and the largest d with kernel*d <= extent, per dimension,
 which reproduces the published 224x224 schedule ([1,8,1], [1,4,1,4], [1,2,...], [1,1,...]).
 """
@@ -30,6 +30,9 @@ _trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)  # NAT's Linear i
 
 @dataclasses.dataclass(frozen=True)
 class NATConfig:
+    """Model settings. `img_size` plans each stage's kernel and DiNAT dilations; the model
+    runs at other sizes wherever kernel * dilation still fits every stage."""
+
     embed_dim: int = 64
     depths: tuple[int, ...] = (3, 4, 6, 5)
     num_heads: tuple[int, ...] = (2, 4, 8, 16)

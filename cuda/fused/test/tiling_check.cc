@@ -2,8 +2,10 @@
 // CTA, warp and lane of the forward/dQ (query-stationary) and dK/dV (key-stationary) kernels'
 // tile iteration, per-warp skip, mask-free test and column masks, using the very functions the
 // kernels call, and checks that each (query, key) neighbour pair is computed exactly once and
-// no other pair is. Build: nvcc -O2 -std=c++17 -I cuda/common cuda/fused/test/tiling_check.cu
-//   cuda/fused/tile_select.cu -o tiling_check && ./tiling_check [cases]
+// no other pair is. Runs on any machine (CI too). CUDA source named .cc so that the extension's
+// glob (cuda/fused/**/*.cu) leaves it out. Build:
+//   nvcc -O2 -std=c++17 -I cuda/common cuda/fused/tile_select.cu -x cu \
+//        cuda/fused/test/tiling_check.cc -o tiling_check && ./tiling_check [cases]
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -112,6 +114,17 @@ int check_query_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, in
           RowPartners rp;
           WarpTileTest wt;
           query_row_partners(p, tab, brow, lane, rp);
+          {  // the packed-reference form (two row blocks per warp) must give the same partners
+            RowRefs rf;
+            RowPartners r2;
+            query_row_refs(p, brow, lane, rf);
+            unpack_partners(rf, tab, r2);
+            for (int rr = 0; rr < 2; ++rr)
+              for (int i = 0; i < 3; ++i)
+                if (r2.lo[rr][i] != rp.lo[rr][i] || r2.hi[rr][i] != rp.hi[rr][i]) {
+                  if (errors++ < 5) printf("  fwd: packed row references differ\n");
+                }
+          }
           query_warp_test(p, c, tab, row0, 16 * mt, wt);
           for (int j = 0; j < c.n_kv; ++j) {
             int tb[3];
