@@ -11,6 +11,8 @@ same way.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -44,8 +46,13 @@ na_bwd_p.def_abstract_eval(_bwd_abstract)
 
 
 def _impl(prim):
-    def impl(*args, **kw):
-        return jax.jit(lambda *a: prim.bind(*a, **kw))(*args)
+    # One jitted program per static parameter set, so eager calls compile once, not every call.
+    @functools.lru_cache(maxsize=256)
+    def compiled(params: NAParams, backend: str):
+        return jax.jit(lambda *a: prim.bind(*a, params=params, backend=backend))
+
+    def impl(*args, params: NAParams, backend: str):
+        return compiled(params, backend)(*args)
 
     return impl
 

@@ -62,10 +62,16 @@ if [ -f "$OUT/build.log" ]; then
 import re, shutil, subprocess, sys
 tool = shutil.which("cu++filt") or shutil.which("c++filt")
 def demangle(n):
-    if not tool:
-        return n
-    d = subprocess.run([tool], input=n, capture_output=True, text=True).stdout.strip()
-    return re.sub(r"\(.*", "", d.replace("(anonymous namespace)::", ""))
+    d = subprocess.run([tool], input=n, capture_output=True, text=True).stdout.strip() if tool else n
+    d = d.replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
+    if d.endswith(")"):  # drop the parameter list (the last balanced group), keep "(int)128"
+        depth = 0
+        for i in range(len(d) - 1, -1, -1):
+            depth += d[i] == ")"
+            depth -= d[i] == "("
+            if depth == 0:
+                return d[:i]
+    return d
 fn = stack = None
 rows = set()
 for line in open(sys.argv[1], errors="replace"):
@@ -90,7 +96,8 @@ if [ -n "$SO" ] && command -v cuobjdump >/dev/null; then
   cuobjdump -sass -arch sm_90a "$SO" 2>/dev/null | awk '
     /Function :/ {fn=$3} /HMMA/ {h[fn]++} /HGMMA/ {g[fn]++} /FFMA/ {f[fn]++} /Function :/ {seen[fn]=1}
     END {for (k in seen) printf "HMMA=%-5d HGMMA=%-5d FFMA=%-6d %s\n", h[k], g[k], f[k], k}' |
-    while read -r a b c fn; do echo "$a $b $c $(echo "$fn" | demangle | sed 's/(anonymous namespace):://g; s/(.*//')"; done >>"$OUT/kernels.txt"
+    while read -r a b c fn; do echo "$a $b $c $(echo "$fn" | demangle | sed 's/(anonymous namespace):://g; s/<unnamed>:://g; s/([^()]*)$//')"; done |
+    sort -k4 >>"$OUT/kernels.txt"
 fi
 cat "$OUT/kernels.txt" 2>/dev/null | grep -E "naive|gemm|fused" | head -120
 NSPILL=$(grep -E "^sm_" "$OUT/kernels.txt" 2>/dev/null | grep -vc "spill=0/0" || true)
@@ -102,9 +109,22 @@ stage "pytest -m gpu"
 RESERVE=$(( (${GPU_CHECK_SANITIZE:-1} != 0 ? 75 : 0) + (${GPU_CHECK_BENCH:-1} != 0 ? 75 : 0) + 10 ))
 LEFT=$((BUDGET - SECONDS - RESERVE))
 [ "$LEFT" -lt 60 ] && LEFT=60
-(cd "$ROOT" && timeout "$LEFT" $PY -m pytest -m gpu -q -rfEs --tb=short -p no:cacheprovider \
+# pytest imports jax_na from the source tree (rootdir on sys.path), which has no compiled
+# extension after a plain `pip install .`: lend it the installed one for the run.
+LENT=""
+if [ -n "$SO" ] && ! ls "$ROOT"/jax_na/_jax_na_native*.so >/dev/null 2>&1; then
+  cp "$SO" "$ROOT/jax_na/" && LENT="$ROOT/jax_na/$(basename "$SO")"
+fi
+(cd "$ROOT" && $PY -c "import jax_na; print('tests import', jax_na.__file__, jax_na.available_families())" 2>&1 | tail -1)
+# --capture=sys: a native crash or XLA's own fatal message lands in the log instead of a
+# pytest temp file (fd capture loses it when the process exits from C). JAX_NA_TEST_FAST_COMPILE=0:
+# conftest's CPU compile-speed XLA flags are not for this machine.
+(cd "$ROOT" && PYTHONUNBUFFERED=1 JAX_NA_TEST_FAST_COMPILE=${JAX_NA_TEST_FAST_COMPILE:-0} timeout "$LEFT" \
+  $PY -m pytest -m gpu -q -rfEs --tb=short --capture=sys -p no:cacheprovider \
   --rootdir "$ROOT" tests/test_gpu.py tests/ >"$OUT/pytest.log" 2>&1)
 PYRC=$?
+[ -n "$LENT" ] && rm -f "$LENT"
+[ "$PYRC" -gt 1 ] && { echo "pytest exited with $PYRC; log tail:"; tail -15 "$OUT/pytest.log"; }
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
 TESTS=$(grep -E "(passed|failed|error|skipped)" "$OUT/pytest.log" | grep -E " in [0-9.]+s" | tail -1)
 [ -z "$TESTS" ] && TESTS="no result line (rc=$PYRC; timeout=124) -- see pytest.log"

@@ -39,7 +39,7 @@ F32, F16, BF16 = jnp.float32, jnp.float16, jnp.bfloat16
 XLA_FALLBACK = "xla-fallback"
 
 # Relative (Frobenius) tolerances against reference on the same inputs.
-TOL = {jnp.dtype(F32): 1e-5, jnp.dtype(F16): 5e-3, jnp.dtype(BF16): 3e-2}
+TOL = {jnp.dtype(F32): 1e-5, jnp.dtype(F16): 3e-3, jnp.dtype(BF16): 2e-2}
 # float32 reference against the float64 oracle.
 ORACLE_TOL = 1e-5
 
@@ -172,6 +172,13 @@ def make_inputs(p: Problem, rng: np.random.Generator) -> Inputs:
 
 
 # --- backends --------------------------------------------------------------------------------
+
+def has_gpu() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
 
 def native_backends() -> list:
     """pytest params for the native families of this platform: built ones run, others skip."""

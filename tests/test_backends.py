@@ -106,6 +106,50 @@ def test_each_cotangent_alone(backend, which):
     assert not bad, "\n".join(bad)
 
 
+EDGE_CASES = {
+    "head-dim-1": P.problem((9,), 3, head_dim=1),
+    "head-dim-3-extra": P.problem((7, 6), 3, head_dim=3, n_extra=2),
+    "head-dim-96": P.problem((5, 5), 3, head_dim=96, heads=2, heads_kv=1),
+    "head-dim-128-extra": P.problem((10,), 4, stride=2, head_dim=128, heads=1, heads_kv=1, n_extra=1),
+    "head-dim-256": P.problem((8,), 3, head_dim=256, heads=1, heads_kv=1),
+    "1d-long": P.problem((300,), 7, stride=3, dilation=5, heads=2, heads_kv=1, head_dim=16),
+    "1d-long-causal": P.problem((257,), 13, stride=4, dilation=3, is_causal=True, heads=1, heads_kv=1, head_dim=16),
+    "2d-large": P.problem((33, 40), (7, 5), stride=(2, 5), dilation=(3, 2), is_causal=(False, True), head_dim=32),
+    "3d-large": P.problem((10, 11, 12), (3, 5, 4), stride=(3, 2, 1), dilation=(2, 1, 3), is_causal=(True, False, False),
+                          heads=1, heads_kv=1, head_dim=16),
+    "gqa-8-to-1-extra": P.problem((9, 9), 3, heads=8, heads_kv=1, head_dim=8, n_extra=3),
+    "many-extra-tokens": P.problem((6,), 2, n_extra=200, head_dim=8),
+    "batch-5-full-window": P.problem((7,), 7, batch=5, heads=3, heads_kv=3, head_dim=8),
+    "tiny-scale": P.problem((9,), 3, scale=1e-4),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_edge_shapes(backend):
+    """Odd and large head dims, long extents (many tiles), large windows, 8:1 GQA, many extra
+    tokens: against the float64 oracle."""
+    cases = [(p, P.make_inputs(p, np.random.default_rng(P.stable_seed(name)))) for name, p in EDGE_CASES.items()]
+    bad = P.failures(cases, P.run_many(cases, backend), [P.run_oracle(p, x) for p, x in cases], P.TOL[jnp.dtype(P.F32)])
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transposed_inputs(backend):
+    """Inputs that are transposes of other arrays inside jit (a layout XLA must materialise
+    before a custom call) give the same result."""
+    p = P.FEATURE_CASES["2d-mixed"]
+    x = P.make_inputs(p, np.random.default_rng(4))
+    q, k, v, _, _ = x.arrays(P.F32)
+    f = P.attention_fn(p, backend)
+    # [B, H, X, Y, D] layout in, transposed to [B, X, Y, H, D] inside the jitted function
+    to_bhsd = lambda a: jnp.transpose(a, (0, 3, 1, 2, 4))  # noqa: E731
+    g = jax.jit(lambda qt, kt, vt: f(*(jnp.transpose(a, (0, 2, 3, 1, 4)) for a in (qt, kt, vt))))
+    with P.backend_context(backend):
+        out, lse = g(to_bhsd(q), to_bhsd(k), to_bhsd(v))
+    want = P.run_oracle(p, x, grads=False)
+    assert P.rel_err(out, want.out) < 1e-5 and P.rel_err(lse, want.lse) < 1e-5
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_large_scores_are_stable(backend):
     """Scores in the hundreds: a kernel without a max-subtracted softmax overflows."""

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import jax_na
-from jax_na import _native, api, backends, reference
+from jax_na import api, backends, reference
+
+from . import problems as P
 
 
 def arrays(spatial=(8, 9), heads=4, heads_kv=2, head_dim=8, batch=2, dtype=jnp.float32, n_extra=None):
@@ -176,14 +178,26 @@ def test_error_names_the_rule_values():
         jax_na.na2d(Q[..., :3, :], K, V, 3)
 
 
-@pytest.mark.parametrize("backend", ["reference"] + list(jax_na.available_families()))
+@pytest.mark.parametrize("backend", [pytest.param("reference", id="reference")] + P.api_backends())
 def test_valid_edge_arguments_accepted(backend):
     """The boundaries of each rule are legal: k = 2, k * d = L, s = k, numpy ints and bools,
     lists, heads_kv = 1, a numpy float scale."""
     q, k, v = arrays(spatial=(8, 9), heads=4, heads_kv=1)
-    out = jax_na.na2d(q, k, v, [2, np.int64(3)], stride=(2, 3), dilation=(4, 3), is_causal=(np.bool_(True), False),
-                      scale=np.float32(0.5), backend=backend)
+    with P.backend_context(backend):
+        out = jax_na.na2d(q, k, v, [2, np.int64(3)], stride=(2, 3), dilation=(4, 3),
+                          is_causal=(np.bool_(True), False), scale=np.float32(0.5), backend=backend)
     assert out.shape == q.shape and out.dtype == q.dtype
+
+
+BUILT_CUDA = [f for f in jax_na.available_families() if f.startswith("cuda")]
+
+
+@pytest.mark.skipif(P.has_gpu() or not BUILT_CUDA, reason="needs CUDA families built and no GPU visible")
+@pytest.mark.parametrize("backend", BUILT_CUDA)
+def test_cuda_backend_on_cpu_platform_raises(backend):
+    """A built CUDA family asked for on the CPU platform: a ValueError naming it, not a crash."""
+    with pytest.raises(ValueError, match=rf"backend '{backend}' cannot run on platform 'cpu'"):
+        jax.jit(lambda q, k, v: jax_na.na2d(q, k, v, 3, backend=backend))(Q, K, V)
 
 
 def test_merge_attentions_errors():

@@ -112,7 +112,7 @@ void bwd_dkdv(const Problem& p, const BwdArgs& a) {
   choose_tile(p, tile);
   const std::vector<Tile> tiles = make_tiles(p, tile);  // key tiles
   const int64_t ntiles = int64_t(tiles.size()), tasks = p.batch * p.heads_kv * ntiles;
-  const int workers = num_workers(tasks);
+  const int workers = num_workers(tasks, pass_work(p));
   std::vector<Scratch> scratch(workers);
   for (Scratch& s : scratch) s.row.resize(Dp);  // the rest grows per task as needed
   with_row_type(row_chunks(p.head_dim), [&](auto tag) {

@@ -86,7 +86,7 @@ void bwd_dq(const Problem& p, const BwdArgs& a) {
   }
   const int64_t max_keys = int64_t(p.dim[0].kernel) * p.dim[1].kernel * p.dim[2].kernel;
   const int64_t ntiles = int64_t(tiles.size()), tasks = p.batch * p.heads_kv * ntiles;
-  const int workers = num_workers(tasks);
+  const int workers = num_workers(tasks, pass_work(p));
   std::vector<Scratch> scratch(workers);
   for (Scratch& s : scratch) {
     s.k.resize(max_box * Dp);

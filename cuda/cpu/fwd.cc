@@ -86,7 +86,7 @@ void fwd(const Problem& p, const FwdArgs& a) {
     max_box = std::max(max_box, volume(r));
   }
   const int64_t ntiles = int64_t(tiles.size()), tasks = p.batch * p.heads_kv * ntiles;
-  const int workers = num_workers(tasks);
+  const int workers = num_workers(tasks, pass_work(p));
   std::vector<Scratch> scratch(workers);
   for (Scratch& s : scratch) {
     s.k.resize(max_box * Dp);

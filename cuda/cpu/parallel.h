@@ -12,15 +12,27 @@
 #include <thread>
 #include <vector>
 
+#include "../common/problem.h"
+
 namespace jax_na {
 namespace cpu {
 
-// Worker count: JAX_NA_CPU_THREADS if set (>= 1), else hardware_concurrency, at most `tasks`.
-inline int num_workers(int64_t tasks) {
+// Worker count: JAX_NA_CPU_THREADS if set (>= 1), else hardware_concurrency; at most `tasks`,
+// and at most one per ~1M multiply-adds of `work`, so small calls do not pay for starting
+// threads they cannot use.
+inline int num_workers(int64_t tasks, double work) {
   int64_t n = 0;
   if (const char* env = std::getenv("JAX_NA_CPU_THREADS")) n = std::atoll(env);
   if (n < 1) n = std::max(1u, std::thread::hardware_concurrency());
-  return int(std::max<int64_t>(1, std::min<int64_t>(n, tasks)));
+  const int64_t by_work = int64_t(work / double(1 << 20)) + 1;
+  return int(std::max<int64_t>(1, std::min({n, tasks, by_work})));
+}
+
+// Multiply-adds of one pass over the problem: every (query, head) meets at most prod(kernel)
+// keys, each costing a couple of head_dim-long products.
+inline double pass_work(const Problem& p) {
+  const double keys = double(p.dim[0].kernel) * p.dim[1].kernel * p.dim[2].kernel;
+  return double(p.batch) * double(p.tokens()) * double(p.heads) * keys * double(p.head_dim) * 2.0;
 }
 
 // Runs fn(task, worker) for task in [0, tasks) on `workers` threads (the caller is worker 0).

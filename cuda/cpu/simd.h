@@ -32,8 +32,13 @@ JAX_NA_INLINE void st8(float* p, V8 v) { std::memcpy(p, &v, sizeof(v)); }
 
 JAX_NA_INLINE V8 splat8(float x) { return V8{x, x, x, x, x, x, x, x}; }
 
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define JAX_NA_HAS_SHUFFLEVECTOR 1
+#endif
+
 // Lane sums of four vectors: {sum(a0), sum(a1), sum(a2), sum(a3)}, by transposing adds.
 JAX_NA_INLINE V4 hsum4(V8 a0, V8 a1, V8 a2, V8 a3) {
+#if JAX_NA_HAS_SHUFFLEVECTOR
   const V8 u = __builtin_shufflevector(a0, a1, 0, 8, 1, 9, 4, 12, 5, 13) +
                __builtin_shufflevector(a0, a1, 2, 10, 3, 11, 6, 14, 7, 15);
   const V8 w = __builtin_shufflevector(a2, a3, 0, 8, 1, 9, 4, 12, 5, 13) +
@@ -41,11 +46,27 @@ JAX_NA_INLINE V4 hsum4(V8 a0, V8 a1, V8 a2, V8 a3) {
   const V8 x = __builtin_shufflevector(u, w, 0, 1, 8, 9, 4, 5, 12, 13) +
                __builtin_shufflevector(u, w, 2, 3, 10, 11, 6, 7, 14, 15);
   return __builtin_shufflevector(x, x, 0, 1, 2, 3) + __builtin_shufflevector(x, x, 4, 5, 6, 7);
+#else  // older compilers: plain lane sums
+  V4 r;
+  const V8* a[4] = {&a0, &a1, &a2, &a3};
+  for (int j = 0; j < 4; ++j) {
+    float t = 0.f;
+    for (int i = 0; i < 8; ++i) t += (*a[j])[i];
+    r[j] = t;
+  }
+  return r;
+#endif
 }
 
 JAX_NA_INLINE float hsum(V8 a) {
+#if JAX_NA_HAS_SHUFFLEVECTOR
   const V4 h = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
   return (h[0] + h[2]) + (h[1] + h[3]);
+#else
+  float t = 0.f;
+  for (int i = 0; i < 8; ++i) t += a[i];
+  return t;
+#endif
 }
 
 // exp(x) for 8 lanes, relative error ~2 ulp (Cody-Waite reduction + Cephes expf polynomial).
