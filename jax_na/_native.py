@@ -7,6 +7,8 @@ says what can run.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
 try:
@@ -43,9 +45,20 @@ _CPU_TARGETS, _CUDA_TARGETS = _register()
 
 
 def has_family(family: str) -> bool:
+    """True if this build holds the family's kernels (whether or not a device can run them)."""
     targets = _CPU_TARGETS if family in CPU_FAMILIES else _CUDA_TARGETS
     return target_name("fwd", family) in targets and target_name("bwd", family) in targets
 
 
+@functools.lru_cache(maxsize=1)
+def has_cuda_device() -> bool:
+    try:
+        return bool(jax.devices("cuda"))
+    except RuntimeError:
+        return False
+
+
 def available_families() -> tuple[str, ...]:
-    return tuple(f for f in CPU_FAMILIES + CUDA_FAMILIES if has_family(f))
+    """Families built AND runnable here (CUDA families need a CUDA device visible to JAX)."""
+    return tuple(f for f in CPU_FAMILIES + CUDA_FAMILIES
+                 if has_family(f) and (f in CPU_FAMILIES or has_cuda_device()))

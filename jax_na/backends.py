@@ -7,9 +7,6 @@ function (JAX differentiates it). Every other backend runs through the primitive
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 
 from . import _native
@@ -35,17 +32,9 @@ def resolve(backend: str | None) -> str:
             else "this build of jax_na does not include it (built without CUDA?)"
         )
         raise ValueError(f"backend {backend!r} is not available: {why}")
-    if backend in _native.CUDA_FAMILIES and not _has_cuda_device():
+    if backend in _native.CUDA_FAMILIES and not _native.has_cuda_device():
         raise ValueError(f"backend {backend!r} is not available: JAX sees no CUDA device")
     return backend
-
-
-@functools.lru_cache(maxsize=1)
-def _has_cuda_device() -> bool:
-    try:
-        return bool(jax.devices("cuda"))
-    except RuntimeError:
-        return False
 
 
 def family_for(platform: str, backend: str, dtype, head_dim: int) -> str | None:
