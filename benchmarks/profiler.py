@@ -16,29 +16,13 @@ import json
 import os
 
 import jax_na
+from jax_na.tuning import CACHE_VERSION, cache_path, load_cache, tuning_key
 
 from . import meta, peers as peers_mod
 from .peers import Peer
 from .problems import Problem
 
-CACHE_VERSION = 1
 DIRECTIONS = ("fwd", "bwd")
-
-
-def cache_path(path: str | None = None) -> str:
-    return path or os.environ.get("JAX_NA_TUNING_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "jax_na", "tuning.json")
-
-
-def tuning_key(device_kind: str, direction: str, q_shape, kv_heads: int, dtype: str, kernel_size,
-               stride, dilation, is_causal) -> str:
-    """Problem signature, from values a primitive's lowering has (q aval, k aval, NAParams).
-
-    e.g. 'NVIDIA H100 80GB HBM3|fwd|bfloat16|q=128x56x56x2x32|hkv=2|k=7x7|s=1x1|d=1x1|c=00'
-    """
-    j = lambda t: "x".join(str(int(v)) for v in t)  # noqa: E731
-    return (f"{device_kind}|{direction}|{dtype}|q={j(q_shape)}|hkv={int(kv_heads)}|k={j(kernel_size)}"
-            f"|s={j(stride)}|d={j(dilation)}|c={''.join('1' if c else '0' for c in is_causal)}")
 
 
 def problem_key(p: Problem, direction: str, device_kind: str | None = None) -> str:
@@ -93,17 +77,6 @@ def candidates(p: Problem) -> list[Peer]:
             out.append(dataclasses.replace(peer, name=f"{peer.name}[{_label(cfg)}]",
                                            make=_na_with_tiles(peer.backend, cfg), tile_config=dict(cfg)))
     return out
-
-
-def load_cache(path: str | None = None) -> dict:
-    try:
-        with open(cache_path(path)) as f:
-            doc = json.load(f)
-        if doc.get("version") == CACHE_VERSION:
-            return doc
-    except (OSError, ValueError):
-        pass
-    return {"version": CACHE_VERSION, "entries": {}}
 
 
 def save_cache(doc: dict, path: str | None = None) -> str:

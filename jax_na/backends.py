@@ -37,6 +37,15 @@ def resolve(backend: str | None) -> str:
     return backend
 
 
+def from_tuning(tuned: str | None, platform: str) -> str:
+    """backend=None's choice given the tuning cache's entry: the cached backend where it can run
+    on this platform ("reference" meaning the XLA fallback lowering), else AUTO."""
+    if tuned == REFERENCE:
+        return REFERENCE
+    runs_here = (tuned in _native.CPU_FAMILIES) == (platform == "cpu")
+    return tuned if tuned in BACKENDS and runs_here and _native.has_family(tuned) else AUTO
+
+
 def family_for(platform: str, backend: str, dtype, head_dim: int) -> str | None:
     """The native family a primitive lowers to on `platform`, or None for the XLA fallback.
 
@@ -54,8 +63,10 @@ def family_for(platform: str, backend: str, dtype, head_dim: int) -> str | None:
                 if _native.has_family(family):
                     return family
             return None
+        if backend in ("cuda-gemm", "cuda-fused") and head_dim not in TENSOR_CORE_HEAD_DIMS:
+            return "cuda-naive"  # tiled families are built for these head dims only
         if backend.startswith("cuda-"):
             return backend
-    elif backend == AUTO:
+    if backend in (AUTO, REFERENCE):
         return None
     raise ValueError(f"backend {backend!r} cannot run on platform {platform!r}")

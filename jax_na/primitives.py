@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax.extend import core as jex_core
 from jax.interpreters import batching, mlir
 
-from . import _native, backends, reference
+from . import _native, backends, reference, tuning
 from .params import NAParams
 
 na_fwd_p = jex_core.Primitive("jax_na_fwd")
@@ -104,6 +104,9 @@ def _bwd_fallback(q, k, v, dout, lse, delta, *, params, backend):
 def _lowering(direction: str, platform: str, fallback):
     def rule(ctx, *args, params: NAParams, backend: str):
         q_aval = ctx.avals_in[0]
+        if backend == backends.AUTO:
+            backend = backends.from_tuning(
+                tuning.tuned_backend(platform, direction, q_aval, ctx.avals_in[1], params), platform)
         family = backends.family_for(platform, backend, q_aval.dtype, q_aval.shape[-1])
         if family is None:
             return mlir.lower_fun(fallback, multiple_results=True)(ctx, *args, params=params, backend=backend)
