@@ -12,6 +12,7 @@
 #include "convert.h"
 #include "parallel.h"
 #include "rows.h"
+#include "tasks.h"
 #include "tiling.h"
 
 namespace jax_na {
@@ -111,16 +112,11 @@ void bwd_dkdv(const Problem& p, const BwdArgs& a) {
   int tile[3];
   choose_tile(p, tile);
   const std::vector<Tile> tiles = make_tiles(p, tile);  // key tiles
-  const int64_t ntiles = int64_t(tiles.size()), tasks = p.batch * p.heads_kv * ntiles;
-  const int workers = num_workers(tasks, pass_work(p));
+  const int workers = num_workers(tile_tasks(p, tiles), pass_work(p));
   std::vector<Scratch> scratch(workers);
   for (Scratch& s : scratch) s.row.resize(Dp);  // the rest grows per task as needed
-  with_row_type(row_chunks(p.head_dim), [&](auto tag) {
-    constexpr int C = decltype(tag)::value;
-    parallel_for(tasks, workers, [&](int64_t task, int w) {
-      const int64_t hk = (task / ntiles) % p.heads_kv, b = task / (ntiles * p.heads_kv);
-      dkdv_detail::dkdv_task<C>(p, a, tiles[task % ntiles], b, hk, scratch[w]);
-    });
+  for_each_tile_task(p, tiles, workers, [&](auto tag, const Tile& t, int64_t b, int64_t hk, int w) {
+    dkdv_detail::dkdv_task<decltype(tag)::value>(p, a, t, b, hk, scratch[w]);
   });
 }
 

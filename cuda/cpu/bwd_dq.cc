@@ -8,6 +8,7 @@
 #include "convert.h"
 #include "parallel.h"
 #include "rows.h"
+#include "tasks.h"
 #include "tiling.h"
 
 namespace jax_na {
@@ -25,11 +26,9 @@ JAX_NA_CPU_CLONES void dq_task(const Problem& p, const BwdArgs& a, const Tile& t
   const int64_t D = p.head_dim, H = p.heads, G = p.group_size(), T = p.tokens();
   Row<C> q(row_chunks(D)), dout(row_chunks(D)), acc(row_chunks(D));
   const int64_t Dp = 8 * int64_t(q.chunks());
-  Range box[3];
-  for (int i = 0; i < 3; ++i) box[i] = key_box(t, i, p.dim[i]);
-  gather_box(p, a.k, p.heads_kv, b, hk, 1, t, box, Dp, s.k.data());
-  gather_box(p, a.v, p.heads_kv, b, hk, 1, t, box, Dp, s.v.data());
-  const int64_t n1 = box[1].size(), n2 = box[2].size();
+  const KeyBox box(p, t);
+  gather_box(p, a.k, p.heads_kv, b, hk, 1, t, box.r, Dp, s.k.data());
+  gather_box(p, a.v, p.heads_kv, b, hk, 1, t, box.r, Dp, s.v.data());
   float* sc = s.s.data();
   float* dp = s.dp.data();
 
@@ -48,7 +47,7 @@ JAX_NA_CPU_CLONES void dq_task(const Problem& p, const BwdArgs& a, const Tile& t
           int64_t n = 0;
           for (int a0 = w0.begin; a0 < w0.end; ++a0)
             for (int a1 = w1.begin; a1 < w1.end; ++a1, n += run) {
-              const int64_t r = ((a0 - box[0].begin) * n1 + (a1 - box[1].begin)) * n2 + (w2.begin - box[2].begin);
+              const int64_t r = box.row(a0, a1, w2.begin);
               dots(q, s.k.data() + r * Dp, run, sc + n);
               dots(dout, s.v.data() + r * Dp, run, dp + n);
             }
@@ -59,7 +58,7 @@ JAX_NA_CPU_CLONES void dq_task(const Problem& p, const BwdArgs& a, const Tile& t
           n = 0;
           for (int a0 = w0.begin; a0 < w0.end; ++a0)
             for (int a1 = w1.begin; a1 < w1.end; ++a1, n += run) {
-              const int64_t r = ((a0 - box[0].begin) * n1 + (a1 - box[1].begin)) * n2 + (w2.begin - box[2].begin);
+              const int64_t r = box.row(a0, a1, w2.begin);
               axpy_rows(acc, dp + n, s.k.data() + r * Dp, run);
             }
           store(acc, s.row.data());
@@ -78,15 +77,9 @@ void bwd_dq(const Problem& p, const BwdArgs& a) {
   int tile[3];
   choose_tile(p, tile);
   const std::vector<Tile> tiles = make_tiles(p, tile);
-  int64_t max_box = 1;
-  for (const Tile& t : tiles) {
-    Range r[3];
-    for (int i = 0; i < 3; ++i) r[i] = key_box(t, i, p.dim[i]);
-    max_box = std::max(max_box, volume(r));
-  }
+  const int64_t max_box = max_key_box(p, tiles);
   const int64_t max_keys = int64_t(p.dim[0].kernel) * p.dim[1].kernel * p.dim[2].kernel;
-  const int64_t ntiles = int64_t(tiles.size()), tasks = p.batch * p.heads_kv * ntiles;
-  const int workers = num_workers(tasks, pass_work(p));
+  const int workers = num_workers(tile_tasks(p, tiles), pass_work(p));
   std::vector<Scratch> scratch(workers);
   for (Scratch& s : scratch) {
     s.k.resize(max_box * Dp);
@@ -95,12 +88,8 @@ void bwd_dq(const Problem& p, const BwdArgs& a) {
     s.dp.resize(max_keys + 8);
     s.row.resize(Dp);
   }
-  with_row_type(row_chunks(p.head_dim), [&](auto tag) {
-    constexpr int C = decltype(tag)::value;
-    parallel_for(tasks, workers, [&](int64_t task, int w) {
-      const int64_t hk = (task / ntiles) % p.heads_kv, b = task / (ntiles * p.heads_kv);
-      dq_detail::dq_task<C>(p, a, tiles[task % ntiles], b, hk, scratch[w]);
-    });
+  for_each_tile_task(p, tiles, workers, [&](auto tag, const Tile& t, int64_t b, int64_t hk, int w) {
+    dq_detail::dq_task<decltype(tag)::value>(p, a, t, b, hk, scratch[w]);
   });
 }
 

@@ -3,6 +3,7 @@
 // box that the task gathers once into float32 scratch. All window math is common/window.h.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -119,6 +120,32 @@ inline void gather_stats(const Problem& p, const float* src, int64_t b, int64_t 
 }
 
 inline int64_t volume(const Range r[3]) { return int64_t(r[0].size()) * r[1].size() * r[2].size(); }
+
+// The key positions seen by the queries of a tile (key_box per dim), gathered row-major as one
+// padded row per position: row(a0, a1, a2) is the box row of key position (a0, a1, a2).
+struct KeyBox {
+  Range r[3];
+  int64_t n1, n2;
+  KeyBox(const Problem& p, const Tile& t) {
+    for (int i = 0; i < 3; ++i) r[i] = key_box(t, i, p.dim[i]);
+    n1 = r[1].size();
+    n2 = r[2].size();
+  }
+  int64_t row(int a0, int a1, int a2) const {
+    return ((a0 - r[0].begin) * n1 + (a1 - r[1].begin)) * n2 + (a2 - r[2].begin);
+  }
+};
+
+// Rows of the largest key box over `tiles` (at least 1).
+inline int64_t max_key_box(const Problem& p, const std::vector<Tile>& tiles) {
+  int64_t max_box = 1;
+  for (const Tile& t : tiles) {
+    Range r[3];
+    for (int i = 0; i < 3; ++i) r[i] = key_box(t, i, p.dim[i]);
+    max_box = std::max(max_box, volume(r));
+  }
+  return max_box;
+}
 
 }  // namespace cpu
 }  // namespace jax_na

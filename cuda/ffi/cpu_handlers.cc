@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "../cpu/cpu_na.h"
-#include "decode.h"
 #include "handlers.h"
+#include "signatures.h"
 
 namespace jax_na {
 namespace {
@@ -30,12 +30,11 @@ ffi::Error FwdCpu(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                   ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse,
                   Span64 kernel_size, Span64 stride, Span64 dilation, Span64 is_causal, float scale) {
   Problem p;
-  if (auto e = ffi_decode::decode_problem("fwd", q, k, v, kernel_size, stride, dilation, is_causal, scale, &p);
+  FwdArgs a;
+  if (auto e = ffi_sig::decode_fwd(q, k, v, out, lse, kernel_size, stride, dilation, is_causal,
+                                   scale, &p, &a);
       e.failure())
     return e;
-  if (auto e = ffi_decode::check_fwd_results("fwd", q, *out, *lse); e.failure()) return e;
-  FwdArgs a{q.untyped_data(), k.untyped_data(), v.untyped_data(), out->untyped_data(),
-            static_cast<float*>(lse->untyped_data())};
   return guarded("fwd", [&] { cpu::fwd(p, a); });
 }
 
@@ -44,46 +43,16 @@ ffi::Error BwdCpu(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::Any
                   ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
                   Span64 kernel_size, Span64 stride, Span64 dilation, Span64 is_causal, float scale) {
   Problem p;
-  if (auto e = ffi_decode::decode_problem("bwd", q, k, v, kernel_size, stride, dilation, is_causal, scale, &p);
+  BwdArgs a;
+  if (auto e = ffi_sig::decode_bwd(q, k, v, dout, lse, delta, dq, dk, dv, kernel_size, stride,
+                                   dilation, is_causal, scale, &p, &a);
       e.failure())
     return e;
-  if (auto e = ffi_decode::check_bwd_buffers("bwd", q, k, dout, lse, delta, *dq, *dk, *dv); e.failure())
-    return e;
-  BwdArgs a{q.untyped_data(), k.untyped_data(), v.untyped_data(), dout.untyped_data(),
-            static_cast<const float*>(lse.untyped_data()), static_cast<const float*>(delta.untyped_data()),
-            dq->untyped_data(), dk->untyped_data(), dv->untyped_data(), nullptr};
   return guarded("bwd", [&] { cpu::bwd(p, a); });
 }
 
-template <class B>
-auto with_attrs(B&& binding) {
-  return std::move(binding)
-      .template Attr<Span64>("kernel_size")
-      .template Attr<Span64>("stride")
-      .template Attr<Span64>("dilation")
-      .template Attr<Span64>("is_causal")
-      .template Attr<float>("scale");
-}
-
-XLA_FFI_DEFINE_HANDLER(kFwdCpu, FwdCpu,
-                       with_attrs(ffi::Ffi::Bind()
-                                      .Arg<ffi::AnyBuffer>()
-                                      .Arg<ffi::AnyBuffer>()
-                                      .Arg<ffi::AnyBuffer>()
-                                      .Ret<ffi::AnyBuffer>()
-                                      .Ret<ffi::AnyBuffer>()));
-
-XLA_FFI_DEFINE_HANDLER(kBwdCpu, BwdCpu,
-                       with_attrs(ffi::Ffi::Bind()
-                                      .Arg<ffi::AnyBuffer>()
-                                      .Arg<ffi::AnyBuffer>()
-                                      .Arg<ffi::AnyBuffer>()
-                                      .Arg<ffi::AnyBuffer>()
-                                      .Arg<ffi::AnyBuffer>()
-                                      .Arg<ffi::AnyBuffer>()
-                                      .Ret<ffi::AnyBuffer>()
-                                      .Ret<ffi::AnyBuffer>()
-                                      .Ret<ffi::AnyBuffer>()));
+XLA_FFI_DEFINE_HANDLER(kFwdCpu, FwdCpu, ffi_sig::bind_fwd(ffi::Ffi::Bind()));
+XLA_FFI_DEFINE_HANDLER(kBwdCpu, BwdCpu, ffi_sig::bind_bwd(ffi::Ffi::Bind()));
 
 }  // namespace
 

@@ -1,4 +1,4 @@
-// XLA FFI handlers of the CUDA families: decode + validate (decode.h, shared with the CPU
+// XLA FFI handlers of the CUDA families: decode + validate (signatures.h, shared with the CPU
 // handlers), then launch the family's fwd/bwd on XLA's stream. One template per direction,
 // instantiated per family; a family is compiled in only if its sources exist
 // (JAX_NA_HAS_<FAMILY>, set by CMake), so cuda_handlers() lists exactly what can run.
@@ -9,8 +9,8 @@
 #include <utility>
 
 #include "../common/families.h"
-#include "decode.h"
 #include "handlers.h"
+#include "signatures.h"
 
 namespace jax_na {
 namespace {
@@ -29,12 +29,11 @@ ffi::Error FwdCuda(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
                    ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse,
                    Span64 kernel_size, Span64 stride, Span64 dilation, Span64 is_causal, float scale) {
   Problem p;
-  if (auto e = ffi_decode::decode_problem("fwd", q, k, v, kernel_size, stride, dilation, is_causal, scale, &p);
+  FwdArgs a;
+  if (auto e = ffi_sig::decode_fwd(q, k, v, out, lse, kernel_size, stride, dilation, is_causal,
+                                   scale, &p, &a);
       e.failure())
     return e;
-  if (auto e = ffi_decode::check_fwd_results("fwd", q, *out, *lse); e.failure()) return e;
-  FwdArgs a{q.untyped_data(), k.untyped_data(), v.untyped_data(), out->untyped_data(),
-            static_cast<float*>(lse->untyped_data())};
   const cudaError_t err = F::fwd(p, a, stream);
   return err == cudaSuccess ? ffi::Error::Success() : cuda_failure("fwd", F::kName, err);
 }
@@ -46,60 +45,30 @@ ffi::Error BwdCuda(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
                    ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
                    Span64 kernel_size, Span64 stride, Span64 dilation, Span64 is_causal, float scale) {
   Problem p;
-  if (auto e = ffi_decode::decode_problem("bwd", q, k, v, kernel_size, stride, dilation, is_causal, scale, &p);
+  BwdArgs a;
+  if (auto e = ffi_sig::decode_bwd(q, k, v, dout, lse, delta, dq, dk, dv, kernel_size, stride,
+                                   dilation, is_causal, scale, &p, &a);
       e.failure())
     return e;
-  if (auto e = ffi_decode::check_bwd_buffers("bwd", q, k, dout, lse, delta, *dq, *dk, *dv); e.failure())
-    return e;
-  void* workspace = nullptr;
   if (const size_t bytes = F::workspace_bytes(p); bytes > 0) {
     const auto mem = scratch.Allocate(bytes, 256);
     if (!mem.has_value())
       return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                         std::string("jax_na bwd (cuda-") + F::kName + "): could not allocate " +
                             std::to_string(bytes) + " bytes of workspace");
-    workspace = *mem;
+    a.workspace = *mem;
   }
-  BwdArgs a{q.untyped_data(), k.untyped_data(), v.untyped_data(), dout.untyped_data(),
-            static_cast<const float*>(lse.untyped_data()), static_cast<const float*>(delta.untyped_data()),
-            dq->untyped_data(), dk->untyped_data(), dv->untyped_data(), workspace};
   const cudaError_t err = F::bwd(p, a, stream);
   return err == cudaSuccess ? ffi::Error::Success() : cuda_failure("bwd", F::kName, err);
 }
 
-template <class B>
-auto with_attrs(B&& binding) {
-  return std::move(binding)
-      .template Attr<Span64>("kernel_size")
-      .template Attr<Span64>("stride")
-      .template Attr<Span64>("dilation")
-      .template Attr<Span64>("is_causal")
-      .template Attr<float>("scale");
-}
-
 auto fwd_binding() {
-  return with_attrs(ffi::Ffi::Bind()
-                        .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                        .Arg<ffi::AnyBuffer>()
-                        .Arg<ffi::AnyBuffer>()
-                        .Arg<ffi::AnyBuffer>()
-                        .Ret<ffi::AnyBuffer>()
-                        .Ret<ffi::AnyBuffer>());
+  return ffi_sig::bind_fwd(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>());
 }
 
 auto bwd_binding() {
-  return with_attrs(ffi::Ffi::Bind()
-                        .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                        .Ctx<ffi::ScratchAllocator>()
-                        .Arg<ffi::AnyBuffer>()
-                        .Arg<ffi::AnyBuffer>()
-                        .Arg<ffi::AnyBuffer>()
-                        .Arg<ffi::AnyBuffer>()
-                        .Arg<ffi::AnyBuffer>()
-                        .Arg<ffi::AnyBuffer>()
-                        .Ret<ffi::AnyBuffer>()
-                        .Ret<ffi::AnyBuffer>()
-                        .Ret<ffi::AnyBuffer>());
+  return ffi_sig::bind_bwd(
+      ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>().Ctx<ffi::ScratchAllocator>());
 }
 
 // Adapts a family namespace to a type the templates above take, and defines its two handlers.

@@ -1,32 +1,5 @@
 // Fused backward dQ, bf16: instantiations for head_dim 32, 64, 128.
 #include "kernel_bwd_dq.h"
-#include "launch.h"
+#include "instantiate.h"
 
-namespace jax_na {
-namespace fused {
-namespace {
-
-template <int D>
-cudaError_t run(KernelParams p, cudaStream_t stream) {
-  using Cfg = DqConfig<__nv_bfloat16, D>;
-  p.ts = choose_query_stationary(p, Cfg::kLogRows, Cfg::kLogCols);
-  set_mask_constants(p);
-  set_grid(p, p.ts.qlog);
-  const int64_t ctas = p.batch * p.heads * p.groups * p.tiles;
-  return launch_ctas(fused_bwd_dq_kernel<__nv_bfloat16, D>, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
-}
-
-}  // namespace
-
-template <>
-cudaError_t launch_bwd_dq<__nv_bfloat16>(KernelParams p, int head_dim, cudaStream_t stream) {
-  switch (head_dim) {
-    case 32: return run<32>(p, stream);
-    case 64: return run<64>(p, stream);
-    case 128: return run<128>(p, stream);
-    default: return cudaErrorNotSupported;
-  }
-}
-
-}  // namespace fused
-}  // namespace jax_na
+JAX_NA_FUSED_INSTANTIATE(launch_bwd_dq, DqConfig, fused_bwd_dq_kernel, __nv_bfloat16, kQuery)

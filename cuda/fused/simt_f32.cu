@@ -1,6 +1,6 @@
 // Fused float32 (SIMT, exact fp32) forward and backward: instantiations for head_dim 32, 64, 128.
 #include "kernel_simt_f32.h"
-#include "launch.h"
+#include "instantiate.h"
 
 namespace jax_na {
 namespace fused {
@@ -33,21 +33,13 @@ cudaError_t bwd_nc(const KernelParams& p, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_simt_f32_fwd(const KernelParams& p, int head_dim, cudaStream_t stream) {
-  switch (head_dim) {
-    case 32: return fwd_nc<1>(p, stream);
-    case 64: return fwd_nc<2>(p, stream);
-    case 128: return fwd_nc<4>(p, stream);
-    default: return cudaErrorNotSupported;
-  }
+  return dispatch_head_dim(
+      head_dim, [&](auto d) { return fwd_nc<decltype(d)::value / 32>(p, stream); });
 }
 
 cudaError_t launch_simt_f32_bwd(const KernelParams& p, int head_dim, cudaStream_t stream) {
-  switch (head_dim) {
-    case 32: return bwd_nc<1>(p, stream);
-    case 64: return bwd_nc<2>(p, stream);
-    case 128: return bwd_nc<4>(p, stream);
-    default: return cudaErrorNotSupported;
-  }
+  return dispatch_head_dim(
+      head_dim, [&](auto d) { return bwd_nc<decltype(d)::value / 32>(p, stream); });
 }
 
 }  // namespace fused

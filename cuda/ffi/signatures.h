@@ -1,0 +1,94 @@
+// The FFI signatures of the fwd/bwd handlers, shared by the CPU and CUDA handlers: the buffer
+// and attribute bindings, and the decode + validate step that turns one call into a Problem and
+// its pointer bundle. Each backend prepends its own context (CUDA: stream, scratch allocator).
+// Header-only, compiles under g++ and nvcc.
+#pragma once
+
+#include <utility>
+
+#include "xla/ffi/api/ffi.h"
+
+#include "../common/problem.h"
+#include "decode.h"
+
+namespace jax_na {
+namespace ffi_sig {
+
+namespace ffi = ::xla::ffi;
+using ffi_decode::Span64;
+
+// Attributes, in the order the handlers take them after their buffers.
+template <class B>
+auto with_attrs(B&& binding) {
+  return std::move(binding)
+      .template Attr<Span64>("kernel_size")
+      .template Attr<Span64>("stride")
+      .template Attr<Span64>("dilation")
+      .template Attr<Span64>("is_causal")
+      .template Attr<float>("scale");
+}
+
+// fwd: q, k, v -> out, lse; then the attributes.
+template <class B>
+auto bind_fwd(B&& binding) {
+  return with_attrs(std::move(binding)
+                        .template Arg<ffi::AnyBuffer>()
+                        .template Arg<ffi::AnyBuffer>()
+                        .template Arg<ffi::AnyBuffer>()
+                        .template Ret<ffi::AnyBuffer>()
+                        .template Ret<ffi::AnyBuffer>());
+}
+
+// bwd: q, k, v, dout, lse, delta -> dq, dk, dv; then the attributes.
+template <class B>
+auto bind_bwd(B&& binding) {
+  return with_attrs(std::move(binding)
+                        .template Arg<ffi::AnyBuffer>()
+                        .template Arg<ffi::AnyBuffer>()
+                        .template Arg<ffi::AnyBuffer>()
+                        .template Arg<ffi::AnyBuffer>()
+                        .template Arg<ffi::AnyBuffer>()
+                        .template Arg<ffi::AnyBuffer>()
+                        .template Ret<ffi::AnyBuffer>()
+                        .template Ret<ffi::AnyBuffer>()
+                        .template Ret<ffi::AnyBuffer>());
+}
+
+// Decode + validate a fwd call into *p and *a.
+inline ffi::Error decode_fwd(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                             ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse,
+                             Span64 kernel_size, Span64 stride, Span64 dilation, Span64 is_causal,
+                             float scale, Problem* p, FwdArgs* a) {
+  if (auto e = ffi_decode::decode_problem("fwd", q, k, v, kernel_size, stride, dilation, is_causal,
+                                          scale, p);
+      e.failure())
+    return e;
+  if (auto e = ffi_decode::check_fwd_results("fwd", q, *out, *lse); e.failure()) return e;
+  *a = FwdArgs{q.untyped_data(), k.untyped_data(), v.untyped_data(), out->untyped_data(),
+               static_cast<float*>(lse->untyped_data())};
+  return ffi::Error::Success();
+}
+
+// Decode + validate a bwd call into *p and *a (a->workspace = nullptr; the caller may set it).
+inline ffi::Error decode_bwd(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                             ffi::AnyBuffer dout, ffi::AnyBuffer lse, ffi::AnyBuffer delta,
+                             ffi::Result<ffi::AnyBuffer> dq, ffi::Result<ffi::AnyBuffer> dk,
+                             ffi::Result<ffi::AnyBuffer> dv, Span64 kernel_size, Span64 stride,
+                             Span64 dilation, Span64 is_causal, float scale, Problem* p,
+                             BwdArgs* a) {
+  if (auto e = ffi_decode::decode_problem("bwd", q, k, v, kernel_size, stride, dilation, is_causal,
+                                          scale, p);
+      e.failure())
+    return e;
+  if (auto e = ffi_decode::check_bwd_buffers("bwd", q, k, dout, lse, delta, *dq, *dk, *dv);
+      e.failure())
+    return e;
+  *a = BwdArgs{q.untyped_data(), k.untyped_data(), v.untyped_data(), dout.untyped_data(),
+               static_cast<const float*>(lse.untyped_data()),
+               static_cast<const float*>(delta.untyped_data()),
+               dq->untyped_data(), dk->untyped_data(), dv->untyped_data(), nullptr};
+  return ffi::Error::Success();
+}
+
+}  // namespace ffi_sig
+}  // namespace jax_na

@@ -1,0 +1,70 @@
+// Shared body of the per-(direction, dtype) launcher files fwd_*.cu, bwd_dq_*.cu, bwd_dkdv_*.cu
+// and simt_f32.cu. Each of those .cu files stays separate so they compile in parallel; it
+// includes its kernel header, then this one, and invokes JAX_NA_FUSED_INSTANTIATE once.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include <cuda_runtime.h>
+
+#include "launch.h"
+#include "params.h"
+#include "tile_scheduler.h"
+
+namespace jax_na {
+namespace fused {
+
+// Call f(std::integral_constant<int, D>{}) for the supported head dims D = 32, 64, 128;
+// cudaErrorNotSupported otherwise.
+template <typename F>
+cudaError_t dispatch_head_dim(int head_dim, F&& f) {
+  switch (head_dim) {
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    default: return cudaErrorNotSupported;
+  }
+}
+
+// Which side a tensor-core kernel keeps stationary: queries (forward, dQ; one CTA per query
+// head) or keys (dK/dV; one CTA per key/value head).
+enum class Stationary { kQuery, kKey };
+
+// Choose tile shapes for Cfg (kLogRows, kLogCols), set the grid and mask constants, and launch
+// one CTA of Cfg::kThreads threads / Cfg::kSmem bytes per (batch, head, group, tile).
+template <typename Cfg, Stationary S, typename Kernel>
+cudaError_t launch_tiles(Kernel kernel, KernelParams p, cudaStream_t stream) {
+  if constexpr (S == Stationary::kKey) {
+    p.ts = choose_key_stationary(p, Cfg::kLogRows, Cfg::kLogCols);
+  } else {
+    p.ts = choose_query_stationary(p, Cfg::kLogRows, Cfg::kLogCols);
+  }
+  set_mask_constants(p);
+  if constexpr (S == Stationary::kKey) {
+    set_grid(p, p.ts.klog);
+  } else {
+    set_grid(p, p.ts.qlog);
+  }
+  const int heads = S == Stationary::kKey ? p.heads_kv : p.heads;
+  const int64_t ctas = p.batch * heads * p.groups * p.tiles;
+  return launch_ctas(kernel, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
+}
+
+}  // namespace fused
+}  // namespace jax_na
+
+// Define LAUNCH<T> (declared in launch.h) for head_dim 32, 64, 128: CONFIG<T, D> gives the tile
+// configuration, KERNEL<T, D> the kernel, STATIONARY (kQuery or kKey) the stationary side.
+#define JAX_NA_FUSED_INSTANTIATE(LAUNCH, CONFIG, KERNEL, T, STATIONARY)                      \
+  namespace jax_na {                                                                        \
+  namespace fused {                                                                         \
+  template <>                                                                               \
+  cudaError_t LAUNCH<T>(KernelParams p, int head_dim, cudaStream_t stream) {                \
+    return dispatch_head_dim(head_dim, [&](auto d) {                                        \
+      constexpr int D = decltype(d)::value;                                                 \
+      return launch_tiles<CONFIG<T, D>, Stationary::STATIONARY>(KERNEL<T, D>, p, stream);   \
+    });                                                                                     \
+  }                                                                                         \
+  }                                                                                         \
+  }
