@@ -280,7 +280,10 @@ def attention_path(backend) -> str:
     if backend is not None:
         return backend
     native = [f for f in jax_na.available_families() if (f == "cpu") == (jax.default_backend() == "cpu")]
-    return f"auto -> {native[0]} kernel" if native else "auto -> XLA fallback (no native kernel built)"
+    if not native:
+        return "auto -> XLA fallback (no native kernel built)"
+    # On CUDA the family is chosen per call from dtype and head_dim (jax_na.backends.family_for).
+    return f"auto -> {native[0]} kernel" if len(native) == 1 else f"auto -> one of {'/'.join(native)} per call"
 
 
 def train(args, t_start: float | None = None) -> dict:
