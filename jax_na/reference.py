@@ -84,10 +84,16 @@ def _split_heads(q, heads_kv: int):
 
 def _scores(q, k, params: NAParams, flat_q):
     """Masked neighbourhood scores [B, N, Hkv, G, K] in float32."""
-    kg = gather_neighbors(k.astype(jnp.float32), params)
-    s = jnp.einsum("bnhgd,bnjhd->bnhgj", flat_q, kg, precision=_HI) * params.scale
     mask = neighbor_mask(tuple(q.shape[1:-2]), params)
+    kg = _masked_gather(k, params, mask)
+    s = jnp.einsum("bnhgd,bnjhd->bnhgj", flat_q, kg, precision=_HI) * params.scale
     return jnp.where(mask[None, :, None, None, :], s, -jnp.inf)
+
+
+def _masked_gather(x, params: NAParams, mask):
+    """Candidate neighbours in float32 with non-neighbours zeroed, so a NaN/Inf in a token reaches
+    only the queries that attend to it (0 * NaN would leak through the einsums otherwise)."""
+    return jnp.where(mask[None, :, :, None, None], gather_neighbors(x.astype(jnp.float32), params), 0.0)
 
 
 def na_reference(q, k, v, params: NAParams, additional_keys=None, additional_values=None):
@@ -97,7 +103,7 @@ def na_reference(q, k, v, params: NAParams, additional_keys=None, additional_val
     n = int(np.prod(spatial))
     fq = _split_heads(q.astype(jnp.float32).reshape(b, n, h, d), hkv)
     s = _scores(q, k, params, fq)
-    vals = gather_neighbors(v.astype(jnp.float32), params)  # [B, N, K, Hkv, D]
+    vals = _masked_gather(v, params, neighbor_mask(tuple(spatial), params))  # [B, N, K, Hkv, D]
     if additional_keys is not None:
         ak = additional_keys.astype(jnp.float32)
         av = additional_values.astype(jnp.float32)
@@ -123,8 +129,10 @@ def na_reference_bwd(q, k, v, dout, lse, delta, params: NAParams):
     def scores_of(qf, kf):
         return _scores(q, kf, params, _split_heads(qf.reshape(b, n, h, d), hkv))
 
+    mask = neighbor_mask(tuple(spatial), params)
+
     def values_of(vf):
-        return gather_neighbors(vf, params)
+        return _masked_gather(vf, params, mask)
 
     s, scores_vjp = jax.vjp(scores_of, q.astype(f32), k.astype(f32))
     vals, values_vjp = jax.vjp(values_of, v.astype(f32))
@@ -133,7 +141,7 @@ def na_reference_bwd(q, k, v, dout, lse, delta, params: NAParams):
     do = _split_heads(dout.astype(f32).reshape(b, n, h, d), hkv)
     dp = jnp.einsum("bnhgd,bnjhd->bnhgj", do, vals, precision=_HI)
     ds = p * (dp - delta.reshape(b, n, hkv, h // hkv)[..., None])
-    ds = jnp.where(jnp.isfinite(s), ds, 0.0)
+    ds = jnp.where(mask[None, :, None, None, :], ds, 0.0)  # non-neighbours only: NaN stays NaN
     dq, dk = scores_vjp(ds)
     (dv,) = values_vjp(jnp.einsum("bnhgj,bnhgd->bnjhd", p, do, precision=_HI))
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
