@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../common/dtype_dispatch.cuh"
 #include "../common/families.h"
 #include "launch.h"
 
@@ -34,25 +35,13 @@ cudaError_t bwd_d(const Problem& p, const BwdArgs& a, cudaStream_t s) {
 }  // namespace
 
 cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t stream) {
-  if (p.batch * p.tokens() * p.heads == 0) return cudaSuccess;
-  switch (p.dtype) {
-    case DType::kF32: return fwd_d<float>(p, a, stream);
-    case DType::kF16: return fwd_d<__half>(p, a, stream);
-    case DType::kBF16: return fwd_d<__nv_bfloat16>(p, a, stream);
-  }
-  return cudaErrorNotSupported;
+  return dispatch_dtype(p, [&](auto t) { return fwd_d<typename decltype(t)::type>(p, a, stream); });
 }
 
 size_t bwd_workspace_bytes(const Problem&) { return 0; }
 
 cudaError_t bwd(const Problem& p, const BwdArgs& a, cudaStream_t stream) {
-  if (p.batch * p.tokens() * p.heads == 0) return cudaSuccess;
-  switch (p.dtype) {
-    case DType::kF32: return bwd_d<float>(p, a, stream);
-    case DType::kF16: return bwd_d<__half>(p, a, stream);
-    case DType::kBF16: return bwd_d<__nv_bfloat16>(p, a, stream);
-  }
-  return cudaErrorNotSupported;
+  return dispatch_dtype(p, [&](auto t) { return bwd_d<typename decltype(t)::type>(p, a, stream); });
 }
 
 }  // namespace gemm

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/dtype_dispatch.cuh"
 #include "../common/families.h"
 #include "naive_util.cuh"
 
@@ -190,13 +191,7 @@ cudaError_t launch_bwd(const Problem& p, const BwdArgs& a, cudaStream_t stream) 
 size_t bwd_workspace_bytes(const Problem&) { return 0; }
 
 cudaError_t bwd(const Problem& p, const BwdArgs& a, cudaStream_t stream) {
-  if (p.batch * p.tokens() * p.heads == 0) return cudaSuccess;
-  switch (p.dtype) {
-    case DType::kF32: return launch_bwd<float>(p, a, stream);
-    case DType::kF16: return launch_bwd<__half>(p, a, stream);
-    case DType::kBF16: return launch_bwd<__nv_bfloat16>(p, a, stream);
-  }
-  return cudaErrorNotSupported;
+  return dispatch_dtype(p, [&](auto t) { return launch_bwd<typename decltype(t)::type>(p, a, stream); });
 }
 
 }  // namespace naive

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/dtype_dispatch.cuh"
 #include "../common/families.h"
 #include "naive_util.cuh"
 
@@ -111,13 +112,7 @@ cudaError_t launch_fwd(const Problem& p, const FwdArgs& a, cudaStream_t stream) 
 }  // namespace
 
 cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t stream) {
-  if (p.batch * p.tokens() * p.heads == 0) return cudaSuccess;
-  switch (p.dtype) {
-    case DType::kF32: return launch_fwd<float>(p, a, stream);
-    case DType::kF16: return launch_fwd<__half>(p, a, stream);
-    case DType::kBF16: return launch_fwd<__nv_bfloat16>(p, a, stream);
-  }
-  return cudaErrorNotSupported;
+  return dispatch_dtype(p, [&](auto t) { return launch_fwd<typename decltype(t)::type>(p, a, stream); });
 }
 
 }  // namespace naive
