@@ -62,17 +62,24 @@ na_bwd_p.def_impl(_impl(na_bwd_p))
 
 
 # --- batching: fold the vmapped axis into batch (never a loop) -------------------------------
+# Batch-major ([B, V] -> B*V), so a sharded batch dimension stays evenly sharded after the fold.
+
+def fold_vmap_axis(a, axis, size: int):
+    """[.., V at `axis`, ..] (axis None: unbatched, broadcast) -> [B*V, ...]."""
+    a = jnp.broadcast_to(a[:, None], (a.shape[0], size) + a.shape[1:]) if axis is None else jnp.moveaxis(a, axis, 1)
+    return a.reshape((a.shape[0] * size,) + a.shape[2:])
+
+
+def unfold_vmap_axis(x, size: int):
+    """Inverse of fold_vmap_axis for an output: [B*V, ...] -> [V, B, ...]."""
+    return jnp.moveaxis(x.reshape((x.shape[0] // size, size) + x.shape[1:]), 1, 0)
+
 
 def _batch_rule(prim):
     def rule(args, dims, **kw):
         size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
-        folded = []
-        for a, d in zip(args, dims):
-            a = jnp.broadcast_to(a, (size,) + a.shape) if d is None else jnp.moveaxis(a, d, 0)
-            folded.append(a.reshape((size * a.shape[1],) + a.shape[2:]))
-        outs = prim.bind(*folded, **kw)
-        outs = [o.reshape((size, o.shape[0] // size) + o.shape[1:]) for o in outs]
-        return outs, [0] * len(outs)
+        outs = prim.bind(*(fold_vmap_axis(a, d, size) for a, d in zip(args, dims)), **kw)
+        return [unfold_vmap_axis(o, size) for o in outs], [0] * len(outs)
 
     return rule
 

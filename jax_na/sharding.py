@@ -32,7 +32,7 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from .params import NAParams
-from .primitives import na_bwd_p, na_fwd_p
+from .primitives import fold_vmap_axis, na_bwd_p, na_fwd_p, unfold_vmap_axis
 
 
 def _local_fwd(q, k, v, params: NAParams, backend: str):
@@ -191,19 +191,7 @@ partitioned_bwd.def_partition(
 
 
 # --- vmap: custom_partitioning has no batching rule, so fold the vmapped axis into batch -------
-# Batch-major ([B, V] -> B*V) so a sharded batch dimension stays evenly sharded after the fold.
-
-def _fold(args, in_batched, size):
-    out = []
-    for a, b in zip(args, in_batched):
-        a = jnp.moveaxis(a, 0, 1) if b else jnp.broadcast_to(a[:, None], (a.shape[0], size) + a.shape[1:])
-        out.append(a.reshape((a.shape[0] * size,) + a.shape[2:]))
-    return out
-
-
-def _unfold(x, size):
-    return jnp.moveaxis(x.reshape((x.shape[0] // size, size) + x.shape[1:]), 1, 0)
-
+# (the primitives' own fold: batch-major, so a sharded batch stays evenly sharded).
 
 @functools.lru_cache(maxsize=None)
 def _batchable(direction: str, params: NAParams, backend: str):
@@ -215,7 +203,8 @@ def _batchable(direction: str, params: NAParams, backend: str):
 
     @call.def_vmap
     def rule(axis_size, in_batched, *args):
-        outs = tuple(_unfold(o, axis_size) for o in call(*_fold(args, in_batched, axis_size)))
+        folded = (fold_vmap_axis(a, 0 if b else None, axis_size) for a, b in zip(args, in_batched))
+        outs = tuple(unfold_vmap_axis(o, axis_size) for o in call(*folded))
         return outs, (True,) * len(outs)
 
     return call
