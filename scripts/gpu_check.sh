@@ -123,7 +123,6 @@ fi
   $PY -m pytest -m gpu -q -rfEs --tb=short --capture=sys -p no:cacheprovider \
   --rootdir "$ROOT" tests/test_gpu.py tests/ >"$OUT/pytest.log" 2>&1)
 PYRC=$?
-[ -n "$LENT" ] && rm -f "$LENT"
 [ "$PYRC" -gt 1 ] && { echo "pytest exited with $PYRC; log tail:"; tail -15 "$OUT/pytest.log"; }
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
 TESTS=$(grep -E "(passed|failed|error|skipped)" "$OUT/pytest.log" | grep -E " in [0-9.]+s" | tail -1)
@@ -160,71 +159,14 @@ EOF
   [ -z "$SAN" ] && SAN="no summary (see sanitizer.log)"
 fi
 
-# --- benchmark V1 -----------------------------------------------------------------------------
+# --- benchmark V1: the project's runner, every family beside plain JAX and cuDNN ------------
 if [ "${GPU_CHECK_BENCH:-1}" != 0 ]; then
   stage "benchmark V1 (bf16, B=128, H=2, 56x56, D=32, k=7)"
-  cat >/tmp/na_bench.py <<'EOF'
-import json, math, sys, time
-import jax, jax.numpy as jnp, numpy as np, jax_na
-B, H, X, Y, D, K = 128, 2, 56, 56, 32, 7
-N = X * Y
-FWD_FLOP = 4 * B * H * N * K * K * D
-rng = np.random.default_rng(0)
-def arrays(shape):  # two input sets, rotated, fresh randn (never zeros)
-    return [tuple(jnp.asarray(rng.standard_normal(shape), jnp.bfloat16) for _ in range(4)) for _ in range(2)]
-sets_na = arrays((B, X, Y, H, D))
-sets_dense = [tuple(a.reshape(B, N, H, D) for a in s) for s in sets_na]
-
-def na(backend):
-    return lambda q, k, v: jax_na.na2d(q, k, v, K, backend=backend)
-def cudnn(q, k, v):
-    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
-def fwd_bwd(fn):
-    def f(q, k, v, ct):
-        out, vjp = jax.vjp(fn, q, k, v)
-        return vjp(ct)
-    return f
-def fwd_only(fn):
-    return lambda q, k, v, ct: fn(q, k, v)
-
-def timeit(fn, sets, blocks=12):
-    c = jax.jit(fn).lower(*sets[0]).compile()
-    jax.block_until_ready(c(*sets[0])); jax.block_until_ready(c(*sets[1]))
-    t0 = time.perf_counter(); jax.block_until_ready(c(*sets[0])); one = time.perf_counter() - t0
-    n = int(min(50, max(2, math.ceil(0.03 / max(one, 1e-6)))))
-    per = []
-    for b in range(blocks):
-        t0 = time.perf_counter()
-        outs = [c(*sets[(b + i) % 2]) for i in range(n)]
-        jax.block_until_ready(outs)
-        per.append((time.perf_counter() - t0) / n)
-    return float(np.median(per))
-
-rows = []
-cands = [(f, na(f), sets_na) for f in jax_na.available_families() if f.startswith("cuda-")]
-cands += [("reference (JAX gather+einsum)", na("reference"), sets_na), ("cuDNN dense (jax.nn)", cudnn, sets_dense)]
-for name, fn, sets in cands:
-    r = {"impl": name}
-    for what, wrap, flop in (("fwd", fwd_only, FWD_FLOP), ("fwd+bwd", fwd_bwd, 3.5 * FWD_FLOP)):
-        try:
-            t = timeit(wrap(fn), sets)
-            r[what + "_ms"] = round(t * 1e3, 4)
-            r[what + "_tflops"] = round(flop / t / 1e12, 2)
-        except Exception as e:
-            r[what + "_ms"] = None
-            r[what + "_error"] = str(e).splitlines()[0][:200]
-        print(json.dumps(r), flush=True)
-    rows.append(r)
-json.dump(rows, open(sys.argv[1], "w"), indent=1)
-print(f"\nV1 on {jax.devices()[0].device_kind}: median per-call ms (effective NA TFLOP/s)")
-print(f"{'implementation':32s} {'fwd':>18s} {'fwd+bwd':>18s}")
-for r in rows:
-    cell = lambda w: (f"{r[w + '_ms']:9.3f} ({r[w + '_tflops']:5.1f})" if r.get(w + "_ms") else "   error")
-    print(f"{r['impl']:32s} {cell('fwd'):>18s} {cell('fwd+bwd'):>18s}")
-EOF
-  (cd /tmp && timeout 70 $PY /tmp/na_bench.py "$OUT/bench.json") >"$OUT/bench.txt" 2>&1
-  grep -v '^{' "$OUT/bench.txt" | tail -12
+  (cd "$ROOT" && timeout 120 $PY benchmarks/run.py --suite anchors --problems V1 --no-floors \
+    --peers cudnn-full,reference,jax_na --time-limit 90 --json "$OUT/bench.json") >"$OUT/bench.txt" 2>"$OUT/bench.err"
+  grep -E "^V1 " "$OUT/bench.txt"
 fi
+[ -n "$LENT" ] && rm -f "$LENT"
 
 # --- summary (last) ---------------------------------------------------------------------------
 echo
@@ -235,4 +177,7 @@ say "kernels w/ spill: ${NSPILL:-?} of ${NKERN:-?} (kernels.txt)"
 say "HMMA in gemm:     $(grep -E 'gemm::' "$OUT/kernels.txt" 2>/dev/null | grep -E '^HMMA' | awk '{split($1,a,"="); s+=a[2]} END {print s+0}') instructions over $(grep -E 'gemm::' "$OUT/kernels.txt" 2>/dev/null | grep -cE '^HMMA=[1-9]') kernels"
 say "memcheck:         $SAN"
 say "pytest -m gpu:    $TESTS"
-if [ -f "$OUT/bench.txt" ]; then grep -A12 "^V1 on" "$OUT/bench.txt" | tee -a "$SUMMARY"; fi
+if [ -f "$OUT/bench.txt" ]; then
+  say "V1 (median ms per call; effective TFLOP/s; speedup over cuDNN dense):"
+  grep -E "^V1 " "$OUT/bench.txt" | awk '$4 ~ /^[0-9]/ {printf "  %-8s %-20s %9s ms %8s TF/s %s\n", $2, $3, $4, $6, $7}' | tee -a "$SUMMARY"
+fi
