@@ -29,7 +29,7 @@ from .problems import Problem
 # Rough rates (FLOP/s of the NA work) used only to skip calls predicted to exceed --max-call-s
 # before anything runs; the runner lowers them to the slowest rate a peer has shown so far in
 # the run, and predicts forward+backward from the measured forward.
-ASSUMED_RATE = {"cuda-naive": 1e12, "cuda-gemm": 30e12, "cuda-fused": 100e12, "cpu": 5e9,
+ASSUMED_RATE = {"cuda-naive": 1e12, "cuda-gemm": 30e12, "cuda-fused": 100e12, "cuda-hopper": 150e12, "cpu": 5e9,
                 "dense-gpu": 300e12, "xla-full-gpu": 100e12, "dense-cpu": 20e9,
                 "reference-gpu": 0.3e12, "reference-cpu": 2e9}
 

@@ -116,6 +116,10 @@ ANCHORS = (
     make("A3s", (30, 48, 80), (18, 24, 24), stride=(16, 8, 8), heads=24),
     make("V1", (56, 56), 7, batch=128, heads=2, head_dim=32, note="NAT stage 1"),
     make("V2", (56, 56), 7, dilation=8, batch=128, heads=2, head_dim=32, note="DiNAT stage 1"),
+    # Targets of the CUDA issues: the blocked case of A1 (stride = kernel) and the 2-D problem
+    # where FlexAttention manages 26 TF/s.
+    make("A1b", (32768,), 2048, stride=2048, note="blocked (stride = kernel)"),
+    make("K31", (128, 128), 31, heads=16, note="FlexAttention 26 TF/s"),
 )
 
 # NAT / DiNAT-like stages (tiny/small variants: 4 stages at 56², 28², 14², 7²; D=32; k=7).

@@ -1,5 +1,6 @@
 // The pybind11 module jax_na._jax_na_native: hands out the XLA FFI handlers as capsules, by
-// target name, and nothing else. Registration with XLA happens in jax_na/_native.py.
+// target name (and, for tests, the CUDA handlers' call counts). Registration with XLA happens
+// in jax_na/_native.py.
 #include <pybind11/pybind11.h>
 
 #include "ffi/handlers.h"
@@ -29,4 +30,15 @@ PYBIND11_MODULE(_jax_na_native, m) {
 #endif
         },
         "{target name: capsule} of the CUDA handlers; empty when built without CUDA.");
+  m.def("cuda_call_counts",
+        [] {
+#if defined(JAX_NA_WITH_CUDA) && JAX_NA_WITH_CUDA
+          const auto c = jax_na::cuda_call_counts();
+          return py::make_tuple(c.first, c.second);
+#else
+          return py::make_tuple(0, 0);
+#endif
+        },
+        "(calls, captured): CUDA handler calls so far, and those recorded into a command buffer "
+        "(CUDA graph) by stream capture. For tests.");
 }

@@ -21,7 +21,9 @@ else:
 
 # Native kernel families and their FFI platform.
 CPU_FAMILIES = ("cpu",)
-CUDA_FAMILIES = ("cuda-naive", "cuda-gemm", "cuda-fused")
+CUDA_FAMILIES = ("cuda-naive", "cuda-gemm", "cuda-fused", "cuda-hopper")
+# Families whose kernels run only on one GPU architecture: family -> compute capability.
+ARCH_FAMILIES = {"cuda-hopper": "9.0"}
 
 
 def target_name(direction: str, family: str) -> str:
@@ -58,7 +60,25 @@ def has_cuda_device() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def cuda_compute_capabilities() -> frozenset:
+    """Compute capabilities ("9.0", ...) of the CUDA devices JAX sees."""
+    if not has_cuda_device():
+        return frozenset()
+    return frozenset(str(getattr(d, "compute_capability", "")) for d in jax.devices("cuda"))
+
+
+def runs_here(family: str) -> bool:
+    """A built family's kernels can run on this machine's devices."""
+    if family in CPU_FAMILIES:
+        return True
+    if not has_cuda_device():
+        return False
+    arch = ARCH_FAMILIES.get(family)
+    return arch is None or cuda_compute_capabilities() == {arch}
+
+
 def available_families() -> tuple[str, ...]:
-    """Families built AND runnable here (CUDA families need a CUDA device visible to JAX)."""
-    return tuple(f for f in CPU_FAMILIES + CUDA_FAMILIES
-                 if has_family(f) and (f in CPU_FAMILIES or has_cuda_device()))
+    """Families built AND runnable here (CUDA families need a CUDA device visible to JAX;
+    cuda-hopper needs every such device to be compute capability 9.0)."""
+    return tuple(f for f in CPU_FAMILIES + CUDA_FAMILIES if has_family(f) and runs_here(f))

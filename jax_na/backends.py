@@ -17,6 +17,12 @@ BACKENDS = (REFERENCE,) + _native.CPU_FAMILIES + _native.CUDA_FAMILIES
 
 # Head dims the tensor-core families are built for; any other head_dim goes to cuda-naive.
 TENSOR_CORE_HEAD_DIMS = (32, 64, 128)
+# cuda-hopper's wgmma forward: f16/bf16 at these head dims; other problems go to cuda-fused.
+HOPPER_HEAD_DIMS = (64, 128)
+
+
+def _hopper_runs(dtype, head_dim: int) -> bool:
+    return jnp.dtype(dtype) in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)) and head_dim in HOPPER_HEAD_DIMS
 
 
 def resolve(backend: str | None) -> str:
@@ -34,6 +40,10 @@ def resolve(backend: str | None) -> str:
         raise ValueError(f"backend {backend!r} is not available: {why}")
     if backend in _native.CUDA_FAMILIES and not _native.has_cuda_device():
         raise ValueError(f"backend {backend!r} is not available: JAX sees no CUDA device")
+    if backend in _native.ARCH_FAMILIES and not _native.runs_here(backend):
+        found = sorted(_native.cuda_compute_capabilities())
+        raise ValueError(f"backend {backend!r} is not available: it needs GPUs of compute capability "
+                         f"{_native.ARCH_FAMILIES[backend]} (sm_90a), JAX sees {found}")
     return backend
 
 
@@ -59,10 +69,14 @@ def family_for(platform: str, backend: str, dtype, head_dim: int) -> str | None:
     elif platform == "cuda":
         if backend == AUTO:
             fused_ok = jnp.dtype(dtype) != jnp.dtype(jnp.float32) and head_dim in TENSOR_CORE_HEAD_DIMS
-            for family in (("cuda-fused",) if fused_ok else ()) + ("cuda-naive",):
+            hopper_ok = _hopper_runs(dtype, head_dim) and _native.runs_here("cuda-hopper")
+            for family in (("cuda-hopper",) if hopper_ok else ()) + (("cuda-fused",) if fused_ok else ()) + (
+                    "cuda-naive",):
                 if _native.has_family(family):
                     return family
             return None
+        if backend == "cuda-hopper" and not _hopper_runs(dtype, head_dim):
+            backend = "cuda-fused"  # f32, head_dim 32 (and other head dims, below)
         if backend in ("cuda-gemm", "cuda-fused") and head_dim not in TENSOR_CORE_HEAD_DIMS:
             return "cuda-naive"  # tiled families are built for these head dims only
         if backend.startswith("cuda-"):

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The project's one script for a GPU machine (no network needed): build + install jax_na with
 # its CUDA families, report registers/spills and tensor-core instructions of the kernels, run
-# the GPU tests, memcheck each family once, time benchmark problem V1 against plain JAX and
-# cuDNN, and print a short summary table last.
+# the GPU tests, compute-sanitizer (memcheck, racecheck, initcheck, synccheck) on every family
+# via scripts/sanitize.sh, time benchmark problem V1 against plain JAX and cuDNN, and print a
+# short summary table last.
 #
 #   bash scripts/gpu_check.sh            # logs go to $OUT (or ./out/gpu_check when OUT is unset)
 #
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds for the whole run, default
 # 465: the test stage gets what the other stages leave), SKIP_BUILD=1 (use the installed
-# package), GPU_CHECK_BENCH=0 / GPU_CHECK_SANITIZE=0 (skip those stages). Wheels in .whl/
+# package), GPU_CHECK_BENCH=0 / GPU_CHECK_SANITIZE=0 (skip those stages; GPU_CHECK_SANITIZE=full
+# runs every sanitizer case instead of scripts/sanitize.sh --quick). Wheels in .whl/
 # (e.g. nvidia-cutlass, for machines without network) are installed first.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -99,14 +101,20 @@ if [ -n "$SO" ] && command -v cuobjdump >/dev/null; then
     while read -r a b c fn; do echo "$a $b $c $(echo "$fn" | demangle | sed 's/(anonymous namespace):://g; s/<unnamed>:://g; s/([^()]*)$//')"; done |
     sort -k4 >>"$OUT/kernels.txt"
 fi
-cat "$OUT/kernels.txt" 2>/dev/null | grep -E "naive|gemm|fused" | head -120
+cat "$OUT/kernels.txt" 2>/dev/null | grep -E "naive|gemm|fused|hopper" | head -140
 NSPILL=$(grep -E "^sm_" "$OUT/kernels.txt" 2>/dev/null | grep -vc "spill=0/0" || true)
 NKERN=$(grep -cE "^sm_" "$OUT/kernels.txt" 2>/dev/null || true)
 
 # --- GPU tests (this project's, then every other gpu-marked test) -----------------------------
 stage "pytest -m gpu"
-# What the budget leaves after reserving time for memcheck, the benchmark and the summary.
-RESERVE=$(( (${GPU_CHECK_SANITIZE:-1} != 0 ? 75 : 0) + (${GPU_CHECK_BENCH:-1} != 0 ? 75 : 0) + 10 ))
+# What the budget leaves after reserving time for the sanitizer, the benchmark and the summary.
+# Sanitizer: four tools in parallel, each with a timeout of its reserve less 15 s.
+case "${GPU_CHECK_SANITIZE:-1}" in
+  0) SAN_RESERVE=0 ;;
+  full) SAN_RESERVE=270 ;;
+  *) SAN_RESERVE=135 ;;
+esac
+RESERVE=$(( SAN_RESERVE + (${GPU_CHECK_BENCH:-1} != 0 ? 75 : 0) + 10 ))
 LEFT=$((BUDGET - SECONDS - RESERVE))
 [ "$LEFT" -lt 60 ] && LEFT=60
 # pytest imports jax_na from the source tree (rootdir on sys.path), which has no compiled
@@ -128,35 +136,18 @@ grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
 TESTS=$(grep -E "(passed|failed|error|skipped)" "$OUT/pytest.log" | grep -E " in [0-9.]+s" | tail -1)
 [ -z "$TESTS" ] && TESTS="no result line (rc=$PYRC; timeout=124) -- see pytest.log"
 
-# --- memcheck: each family fwd + bwd once on small problems -----------------------------------
+# --- compute-sanitizer: memcheck, racecheck, initcheck, synccheck on every family -----------
 SAN=skipped
-if [ "${GPU_CHECK_SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null; then
-  stage "compute-sanitizer memcheck"
-  cat >/tmp/na_sanitize.py <<'EOF'
-import sys, jax, jax.numpy as jnp, numpy as np, jax_na
-rng = np.random.default_rng(0)
-for fam in [f for f in jax_na.available_families() if f.startswith("cuda-")]:
-    for dt, d, spatial, kw in ((jnp.bfloat16, 32, (11, 13), dict(kernel_size=(3, 5), dilation=(2, 1), is_causal=(True, False))),
-                               (jnp.float32, 64, (5, 6, 7), dict(kernel_size=3, stride=(1, 2, 1))),
-                               (jnp.float16, 40, (37,), dict(kernel_size=9, stride=2))):
-        q = jnp.asarray(rng.standard_normal((2, *spatial, 4, d)), dt)
-        k, v = (jnp.asarray(rng.standard_normal((2, *spatial, 2, d)), dt) for _ in range(2))
-        f = lambda q, k, v: jnp.sum(jax_na.neighborhood_attention(q, k, v, **kw, backend=fam).astype(jnp.float32) ** 2)
-        try:
-            g = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(q, k, v)
-            jax.block_until_ready(g)
-            print(fam, jnp.dtype(dt).name, d, "ok", flush=True)
-        except Exception as e:  # a family may refuse a (dtype, head_dim): reported, not fatal
-            print(fam, jnp.dtype(dt).name, d, "refused:", str(e).splitlines()[0][:160], flush=True)
-EOF
-  FILTER=""
-  compute-sanitizer --help 2>&1 | grep -q -- "--kernel-name" && FILTER="--kernel-name kns=jax_na"
-  (cd /tmp && XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_ALLOCATOR=platform \
-    timeout 70 compute-sanitizer --tool memcheck $FILTER --report-api-errors no \
-    $PY /tmp/na_sanitize.py) >"$OUT/sanitizer.log" 2>&1
-  grep -E "ok$|refused|ERROR SUMMARY|Invalid|out of bounds" "$OUT/sanitizer.log" | head -30
-  SAN=$(grep -E "ERROR SUMMARY" "$OUT/sanitizer.log" | tail -1)
-  [ -z "$SAN" ] && SAN="no summary (see sanitizer.log)"
+if [ "$SAN_RESERVE" -gt 0 ] && command -v compute-sanitizer >/dev/null; then
+  stage "compute-sanitizer (scripts/sanitize.sh)"
+  SANARGS="--quick"
+  [ "${GPU_CHECK_SANITIZE:-1}" = full ] && SANARGS=""
+  (cd "$ROOT" && OUT="$OUT/sanitize" PYTHON=$PY SANITIZE_TIMEOUT=$((SAN_RESERVE - 15)) \
+    bash scripts/sanitize.sh $SANARGS) >"$OUT/sanitizer.log" 2>&1
+  sed -n '/^compute-sanitizer: errors/,$p' "$OUT/sanitizer.log"
+  grep -E "^  \[(memcheck|racecheck|initcheck|synccheck)\]" "$OUT/sanitizer.log" | head -20
+  SAN=$(grep -E "^RESULT:" "$OUT/sanitizer.log" | tail -1)
+  [ -z "$SAN" ] && SAN="no result (see sanitizer.log)"
 fi
 
 # --- benchmark V1: the project's runner, every family beside plain JAX and cuDNN ------------
@@ -175,7 +166,8 @@ say "build:            $BUILD"
 say "families:         $FAMS"
 say "kernels w/ spill: ${NSPILL:-?} of ${NKERN:-?} (kernels.txt)"
 say "HMMA in gemm:     $(grep -E 'gemm::' "$OUT/kernels.txt" 2>/dev/null | grep -E '^HMMA' | awk '{split($1,a,"="); s+=a[2]} END {print s+0}') instructions over $(grep -E 'gemm::' "$OUT/kernels.txt" 2>/dev/null | grep -cE '^HMMA=[1-9]') kernels"
-say "memcheck:         $SAN"
+say "HGMMA in hopper:  $(grep -E 'hopper::' "$OUT/kernels.txt" 2>/dev/null | grep -E '^HMMA' | awk '{split($2,a,"="); s+=a[2]} END {print s+0}') instructions over $(grep -E 'hopper::' "$OUT/kernels.txt" 2>/dev/null | grep -cE 'HGMMA=[1-9]') kernels"
+say "sanitizer:        $SAN"
 say "pytest -m gpu:    $TESTS"
 if [ -f "$OUT/bench.txt" ]; then
   say "V1 (median ms per call; effective TFLOP/s; speedup over cuDNN dense):"

@@ -230,3 +230,30 @@ def test_default_backend_resolution():
     else:
         assert backends.resolve(None) == backends.REFERENCE
     assert backends.resolve("reference") == "reference"
+
+
+def test_cuda_routing_table(monkeypatch):
+    """Which family each CUDA problem lowers to, with every family built and an sm_90 GPU
+    (faked): backend=None prefers cuda-hopper for f16/bf16 at head_dim 64/128, cuda-fused for
+    the other tensor-core cases, cuda-naive otherwise; explicit choices route what a family
+    lacks, and cuda-hopper is refused on other GPUs with the reason."""
+    from jax_na import _native, backends
+    monkeypatch.setattr(_native, "has_family", lambda f: True)
+    monkeypatch.setattr(_native, "has_cuda_device", lambda: True)
+    monkeypatch.setattr(_native, "cuda_compute_capabilities", lambda: frozenset({"9.0"}))
+    route = lambda b, dt, d: backends.family_for("cuda", b, dt, d)  # noqa: E731
+    bf16, f16, f32 = jnp.bfloat16, jnp.float16, jnp.float32
+    assert route(backends.AUTO, bf16, 128) == "cuda-hopper"
+    assert route(backends.AUTO, f16, 64) == "cuda-hopper"
+    assert route(backends.AUTO, bf16, 32) == "cuda-fused"
+    assert route(backends.AUTO, f32, 64) == "cuda-naive"
+    assert route(backends.AUTO, bf16, 40) == "cuda-naive"
+    assert route("cuda-hopper", bf16, 64) == "cuda-hopper"
+    assert route("cuda-hopper", f32, 128) == "cuda-fused"
+    assert route("cuda-hopper", bf16, 32) == "cuda-fused"
+    assert route("cuda-hopper", bf16, 40) == "cuda-naive"
+    assert backends.resolve("cuda-hopper") == "cuda-hopper"
+    monkeypatch.setattr(_native, "cuda_compute_capabilities", lambda: frozenset({"8.0"}))
+    assert route(backends.AUTO, bf16, 128) == "cuda-fused"
+    with pytest.raises(ValueError, match=r"'cuda-hopper' is not available: it needs GPUs of compute capability 9.0"):
+        backends.resolve("cuda-hopper")

@@ -17,7 +17,7 @@ def test_flops_and_bytes_follow_benchmarks_md():
     assert v1.flops("fwd+bwd") == 3.5 * v1.flops("fwd")
     # q, k, v, out once: 4 × 128·3136·2·32·2 B ≈ 205 MB (+ the float32 lse)
     assert abs(v1.min_bytes("fwd") - 4 * 128 * 3136 * 2 * 32 * 2) <= 128 * 3136 * 2 * 4
-    assert {p.name for p in problems.ANCHORS} == {"A1", "A1s", "A1c", "A2", "A2s", "A3", "A3s", "V1", "V2"}
+    assert {p.name for p in problems.ANCHORS} == {"A1", "A1s", "A1c", "A2", "A2s", "A3", "A3s", "V1", "V2", "A1b", "K31"}
 
 
 def test_custom_problem_from_cli_lists():

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.gpu
 
 F32, F16, BF16 = P.F32, P.F16, P.BF16
 ALL = (F32, F16, BF16)
-CUDA_FAMILIES = ("cuda-naive", "cuda-gemm", "cuda-fused")
+CUDA_FAMILIES = ("cuda-naive", "cuda-gemm", "cuda-fused", "cuda-hopper")
 TENSOR_CORE_HEAD_DIMS = (32, 64, 128)
 
 # Elementwise bound, relative to the largest |reference| element of the same quantity.
@@ -106,7 +106,9 @@ def _unsupported(err: Exception) -> bool:
 
 def _run_family(family, p, x, dtype):
     """P.run through `family`; skips when the family cleanly refuses the (dtype, head_dim)."""
-    must_run = family == "cuda-naive" or (family == "cuda-gemm" and p.head_dim in TENSOR_CORE_HEAD_DIMS)
+    # naive and hopper (which routes what its kernels lack to fused / naive) run everything.
+    must_run = family in ("cuda-naive", "cuda-hopper") or (
+        family == "cuda-gemm" and p.head_dim in TENSOR_CORE_HEAD_DIMS)
     try:
         return P.run(p, x, family, dtype)
     except Exception as e:  # noqa: BLE001 - XlaRuntimeError or ValueError, by message

@@ -21,7 +21,7 @@ ffi::Error guarded(const char* op, const Fn& fn) {
   try {
     fn();
   } catch (const std::exception& e) {
-    return ffi::Error::Internal(std::string("jax_na ") + op + " (cpu): " + e.what());
+    return ffi::Error::Internal(std::string("jax_na_") + op + "_cpu: jax_na " + op + " (cpu): " + e.what());
   }
   return ffi::Error::Success();
 }
@@ -34,7 +34,7 @@ ffi::Error FwdCpu(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
   if (auto e = ffi_sig::decode_fwd(q, k, v, out, lse, kernel_size, stride, dilation, is_causal,
                                    scale, &p, &a);
       e.failure())
-    return e;
+    return ffi_decode::with_target("jax_na_fwd_cpu", e);
   return guarded("fwd", [&] { cpu::fwd(p, a); });
 }
 
@@ -47,7 +47,7 @@ ffi::Error BwdCpu(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::Any
   if (auto e = ffi_sig::decode_bwd(q, k, v, dout, lse, delta, dq, dk, dv, kernel_size, stride,
                                    dilation, is_causal, scale, &p, &a);
       e.failure())
-    return e;
+    return ffi_decode::with_target("jax_na_bwd_cpu", e);
   return guarded("bwd", [&] { cpu::bwd(p, a); });
 }
 

@@ -2,9 +2,29 @@
 // handlers), then launch the family's fwd/bwd on XLA's stream. One template per direction,
 // instantiated per family; a family is compiled in only if its sources exist
 // (JAX_NA_HAS_<FAMILY>, set by CMake), so cuda_handlers() lists exactly what can run.
-// Traits: left default (not command-buffer compatible): bwd allocates scratch at run time.
+//
+// Errors: every failure returns an ffi::Error (never aborts) whose message starts with the
+// target name (e.g. "jax_na_fwd_cuda_fused: ") and says why: the decoder's rule, "does not
+// support this problem (...)", "unsupported GPU", the CUDA error of a failed launch, or a
+// failed scratch allocation.
+//
+// Traits: the handlers are command-buffer (CUDA graph) compatible: they only launch kernels on
+// XLA's stream, never synchronise or query it, and allocate nothing (every family's
+// bwd_workspace_bytes() is 0). A family whose backward needs scratch must be defined with
+// JAX_NA_CUDA_FAMILY_BWD_SCRATCH (bwd not compatible): scratch from the FFI allocator is freed
+// when the handler returns, so a CUDA graph replay would use memory it no longer owns. As a
+// guard, a backward that needs scratch while the stream is being captured returns an error.
+//
+// Tests only: JAX_NA_TEST_BWD_WORKSPACE_BYTES=N (read once) makes every backward ask for N
+// bytes of scratch, to exercise the allocation-failure path; cuda_call_counts() says how many
+// handler calls ran under stream capture, to check that command buffers are used.
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <initializer_list>
 #include <string>
 #include <utility>
 
@@ -18,24 +38,100 @@ namespace {
 namespace ffi = ::xla::ffi;
 using ffi_decode::Span64;
 
-ffi::Error cuda_failure(const char* op, const char* family, cudaError_t err) {
-  std::string msg = std::string("jax_na ") + op + " (cuda-" + family + "): ";
-  if (err == cudaErrorNotSupported) msg += "this kernel family does not support the problem: ";
-  return ffi::Error::Internal(msg + cudaGetErrorString(err));
+std::atomic<int64_t> g_calls{0}, g_captured_calls{0};
+
+// True while XLA records this stream into a command buffer (CUDA graph).
+bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &st) != cudaSuccess) {
+    (void)cudaGetLastError();  // not ours to report; must not look like a launch failure later
+    return false;
+  }
+  return st == cudaStreamCaptureStatusActive;
+}
+
+bool count_call(cudaStream_t stream) {
+  g_calls.fetch_add(1, std::memory_order_relaxed);
+  const bool cap = capturing(stream);
+  if (cap) g_captured_calls.fetch_add(1, std::memory_order_relaxed);
+  return cap;
+}
+
+size_t test_workspace_bytes() {
+  static const size_t bytes = [] {
+    const char* s = std::getenv("JAX_NA_TEST_BWD_WORKSPACE_BYTES");
+    return s ? size_t(std::strtoull(s, nullptr, 10)) : size_t(0);
+  }();
+  return bytes;
+}
+
+const char* dtype_str(DType t) {
+  return t == DType::kF32 ? "float32" : (t == DType::kF16 ? "float16" : "bfloat16");
+}
+
+std::string problem_str(const Problem& p) {
+  std::string spatial, kernel;
+  for (int i = 3 - p.rank; i < 3; ++i) {
+    const char* sep = i > 3 - p.rank ? ", " : "";
+    spatial += sep + std::to_string(p.dim[i].extent);
+    kernel += sep + std::to_string(p.dim[i].kernel);
+  }
+  return std::string(dtype_str(p.dtype)) + ", head_dim " + std::to_string(p.head_dim) +
+         ", batch " + std::to_string(p.batch) + ", spatial [" + spatial + "], kernel [" + kernel +
+         "], heads " + std::to_string(p.heads) + "/" + std::to_string(p.heads_kv) + " (q/kv)";
+}
+
+// The error of a family's fwd/bwd, named and explained.
+ffi::Error cuda_failure(const std::string& target, const char* family, const Problem& p,
+                        cudaError_t err) {
+  const std::string cuda = std::string(cudaGetErrorName(err)) + " (" + cudaGetErrorString(err) + ")";
+  if (err == cudaErrorNotSupported)
+    return ffi::Error(ffi::ErrorCode::kUnimplemented,
+                      target + ": cuda-" + family + " does not support this problem (" +
+                          problem_str(p) + "): " + cuda);
+  if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction ||
+      err == cudaErrorUnsupportedPtxVersion || err == cudaErrorInsufficientDriver) {
+    int dev = -1, major = 0, minor = 0;
+    (void)cudaGetDevice(&dev);
+    (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    (void)cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    (void)cudaGetLastError();
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition,
+                      target + ": unsupported GPU: cuda-" + family + " has no kernels for device " +
+                          std::to_string(dev) + " (sm_" + std::to_string(major) +
+                          std::to_string(minor) + "; this build targets sm_80 and sm_90a): " + cuda);
+  }
+  return ffi::Error::Internal(target + ": CUDA error from cuda-" + family + " (" + problem_str(p) +
+                              "): " + cuda);
+}
+
+template <class Fn>
+ffi::Error guarded(const char* target, const Fn& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string(target) + ": " + e.what());
+  } catch (...) {
+    return ffi::Error::Internal(std::string(target) + ": unknown C++ exception");
+  }
 }
 
 template <class F>
 ffi::Error FwdCuda(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                    ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse,
                    Span64 kernel_size, Span64 stride, Span64 dilation, Span64 is_causal, float scale) {
-  Problem p;
-  FwdArgs a;
-  if (auto e = ffi_sig::decode_fwd(q, k, v, out, lse, kernel_size, stride, dilation, is_causal,
-                                   scale, &p, &a);
-      e.failure())
-    return e;
-  const cudaError_t err = F::fwd(p, a, stream);
-  return err == cudaSuccess ? ffi::Error::Success() : cuda_failure("fwd", F::kName, err);
+  const char* target = F::kFwdTarget;
+  return guarded(target, [&]() -> ffi::Error {
+    Problem p;
+    FwdArgs a;
+    if (auto e = ffi_sig::decode_fwd(q, k, v, out, lse, kernel_size, stride, dilation, is_causal,
+                                     scale, &p, &a);
+        e.failure())
+      return ffi_decode::with_target(target, e);
+    count_call(stream);
+    const cudaError_t err = F::fwd(p, a, stream);
+    return err == cudaSuccess ? ffi::Error::Success() : cuda_failure(target, F::kName, p, err);
+  });
 }
 
 template <class F>
@@ -44,22 +140,34 @@ ffi::Error BwdCuda(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
                    ffi::AnyBuffer delta, ffi::Result<ffi::AnyBuffer> dq,
                    ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
                    Span64 kernel_size, Span64 stride, Span64 dilation, Span64 is_causal, float scale) {
-  Problem p;
-  BwdArgs a;
-  if (auto e = ffi_sig::decode_bwd(q, k, v, dout, lse, delta, dq, dk, dv, kernel_size, stride,
-                                   dilation, is_causal, scale, &p, &a);
-      e.failure())
-    return e;
-  if (const size_t bytes = F::workspace_bytes(p); bytes > 0) {
-    const auto mem = scratch.Allocate(bytes, 256);
-    if (!mem.has_value())
-      return ffi::Error(ffi::ErrorCode::kResourceExhausted,
-                        std::string("jax_na bwd (cuda-") + F::kName + "): could not allocate " +
-                            std::to_string(bytes) + " bytes of workspace");
-    a.workspace = *mem;
-  }
-  const cudaError_t err = F::bwd(p, a, stream);
-  return err == cudaSuccess ? ffi::Error::Success() : cuda_failure("bwd", F::kName, err);
+  const char* target = F::kBwdTarget;
+  return guarded(target, [&]() -> ffi::Error {
+    Problem p;
+    BwdArgs a;
+    if (auto e = ffi_sig::decode_bwd(q, k, v, dout, lse, delta, dq, dk, dv, kernel_size, stride,
+                                     dilation, is_causal, scale, &p, &a);
+        e.failure())
+      return ffi_decode::with_target(target, e);
+    const bool captured = count_call(stream);
+    size_t bytes = F::workspace_bytes(p);
+    if (const size_t forced = test_workspace_bytes(); forced > 0) bytes = forced;
+    if (bytes > 0) {
+      if (captured)
+        return ffi::Error(ffi::ErrorCode::kFailedPrecondition,
+                          std::string(target) + ": needs " + std::to_string(bytes) +
+                              " bytes of scratch, which cannot be allocated while XLA records a "
+                              "command buffer (CUDA graph); turn command buffers off for custom "
+                              "calls: XLA_FLAGS=--xla_gpu_enable_command_buffer=-CUSTOM_CALL");
+      const auto mem = scratch.Allocate(bytes, 256);
+      if (!mem.has_value())
+        return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                          std::string(target) + ": scratch allocation failed: could not allocate " +
+                              std::to_string(bytes) + " bytes of workspace for cuda-" + F::kName);
+      a.workspace = *mem;
+    }
+    const cudaError_t err = F::bwd(p, a, stream);
+    return err == cudaSuccess ? ffi::Error::Success() : cuda_failure(target, F::kName, p, err);
+  });
 }
 
 auto fwd_binding() {
@@ -71,10 +179,17 @@ auto bwd_binding() {
       ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>().Ctx<ffi::ScratchAllocator>());
 }
 
-// Adapts a family namespace to a type the templates above take, and defines its two handlers.
-#define JAX_NA_CUDA_FAMILY(ns)                                                                 \
+using TraitList = std::initializer_list<ffi::Traits>;
+
+// Adapts a family namespace to a type the templates above take, and defines its two handlers;
+// bwd_cmd_buffer: whether the bwd handler is declared command-buffer compatible (see the top).
+#define JAX_NA_CUDA_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true)
+#define JAX_NA_CUDA_FAMILY_BWD_SCRATCH(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, false)
+#define JAX_NA_CUDA_FAMILY_IMPL(ns, bwd_cmd_buffer)                                            \
   struct ns##_ops {                                                                            \
     static constexpr const char* kName = #ns;                                                  \
+    static constexpr const char* kFwdTarget = "jax_na_fwd_cuda_" #ns;                          \
+    static constexpr const char* kBwdTarget = "jax_na_bwd_cuda_" #ns;                          \
     static cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t s) {               \
       return ::jax_na::ns::fwd(p, a, s);                                                       \
     }                                                                                          \
@@ -83,8 +198,11 @@ auto bwd_binding() {
       return ::jax_na::ns::bwd(p, a, s);                                                       \
     }                                                                                          \
   };                                                                                           \
-  XLA_FFI_DEFINE_HANDLER(kFwd_##ns, FwdCuda<ns##_ops>, fwd_binding());                         \
-  XLA_FFI_DEFINE_HANDLER(kBwd_##ns, BwdCuda<ns##_ops>, bwd_binding());
+  XLA_FFI_DEFINE_HANDLER(kFwd_##ns, FwdCuda<ns##_ops>, fwd_binding(),                          \
+                         TraitList{ffi::Traits::kCmdBufferCompatible});                        \
+  XLA_FFI_DEFINE_HANDLER(kBwd_##ns, BwdCuda<ns##_ops>, bwd_binding(),                          \
+                         (bwd_cmd_buffer) ? TraitList{ffi::Traits::kCmdBufferCompatible}       \
+                                          : TraitList{});
 
 #if JAX_NA_HAS_NAIVE
 JAX_NA_CUDA_FAMILY(naive)
@@ -95,8 +213,13 @@ JAX_NA_CUDA_FAMILY(gemm)
 #if JAX_NA_HAS_FUSED
 JAX_NA_CUDA_FAMILY(fused)
 #endif
+#if JAX_NA_HAS_HOPPER
+JAX_NA_CUDA_FAMILY(hopper)
+#endif
 
 #undef JAX_NA_CUDA_FAMILY
+#undef JAX_NA_CUDA_FAMILY_BWD_SCRATCH
+#undef JAX_NA_CUDA_FAMILY_IMPL
 
 }  // namespace
 
@@ -114,7 +237,15 @@ HandlerTable cuda_handlers() {
   t.push_back({"jax_na_fwd_cuda_fused", kFwd_fused});
   t.push_back({"jax_na_bwd_cuda_fused", kBwd_fused});
 #endif
+#if JAX_NA_HAS_HOPPER
+  t.push_back({"jax_na_fwd_cuda_hopper", kFwd_hopper});
+  t.push_back({"jax_na_bwd_cuda_hopper", kBwd_hopper});
+#endif
   return t;
+}
+
+std::pair<int64_t, int64_t> cuda_call_counts() {
+  return {g_calls.load(std::memory_order_relaxed), g_captured_calls.load(std::memory_order_relaxed)};
 }
 
 }  // namespace jax_na

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -39,6 +40,21 @@ inline std::string dtype_name(ffi::DataType t) {
 
 inline ffi::Error invalid(const std::string& op, const std::string& msg) {
   return ffi::Error::InvalidArgument("jax_na " + op + ": " + msg);
+}
+
+// ffi::Error::errc() is an ErrorCode or an optional one, depending on the XLA version.
+template <class C>
+ffi::ErrorCode error_code(const C& c) {
+  if constexpr (std::is_same_v<C, ffi::ErrorCode>) {
+    return c;
+  } else {
+    return c.value_or(ffi::ErrorCode::kInternal);
+  }
+}
+
+// `e` with the FFI target's name in front ("jax_na_fwd_cuda_fused: jax_na fwd: <rule>").
+inline ffi::Error with_target(const std::string& target, const ffi::Error& e) {
+  return ffi::Error(error_code(e.errc()), target + ": " + e.message());
 }
 
 inline bool same_dims(ffi::AnyBuffer::Dimensions a, ffi::AnyBuffer::Dimensions b) {
@@ -129,7 +145,10 @@ inline ffi::Error decode_problem(const std::string& op, const ffi::AnyBuffer& q,
                              std::to_string(rank) + "), got " + std::to_string(attrs[a]->size()));
   if (!std::isfinite(scale)) return invalid(op, "scale must be finite");
 
-  constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+  // Per-dimension window math is 32-bit in every kernel (positions, window ends, leaders, tile
+  // ends reach about twice the extent), so each extent stays below 2^30. Flat offsets (batch,
+  // token, head, channel) are 64-bit: tensors may hold far more than 2^31 elements.
+  constexpr int64_t kMaxExtent = (int64_t(1) << 30) - 1;
   Problem r;
   r.rank = rank;
   r.batch = qd[0];
@@ -143,7 +162,8 @@ inline ffi::Error decode_problem(const std::string& op, const ffi::AnyBuffer& q,
   for (int i = 0; i < rank; ++i) {
     const int64_t L = qd[1 + i], ks = kernel_size[i], s = stride[i], d = dilation[i], c = is_causal[i];
     const std::string where = " in spatial dimension " + std::to_string(i);
-    if (L < 1 || L > kIntMax) return invalid(op, "spatial extent out of range" + where);
+    if (L < 1 || L > kMaxExtent)
+      return invalid(op, "spatial extent must be in [1, 2^30 - 1]" + where + ", got " + std::to_string(L));
     if (ks < 2) return invalid(op, "kernel_size must be >= 2" + where + ", got " + std::to_string(ks));
     if (d < 1) return invalid(op, "dilation must be >= 1" + where + ", got " + std::to_string(d));
     if (ks > L || d > L || ks * d > L)  // first two guard the product against overflow

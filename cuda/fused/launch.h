@@ -47,10 +47,11 @@ inline void set_mask_constants(KernelParams& p) {
   p.rep_k2 = repeat_every(1 << p.ts.klog[2]);
 }
 
-// Launch `ctas` CTAs of `kernel` (1-D grid, split into launches of at most 2^31 - 1 CTAs).
-template <typename Kernel>
+// Launch `ctas` CTAs of `kernel` (1-D grid, split into launches of at most 2^31 - 1 CTAs);
+// `more` follows the parameter block in the kernel's arguments.
+template <typename Kernel, typename... More>
 cudaError_t launch_ctas(Kernel kernel, KernelParams p, int64_t ctas, int threads, int smem,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, const More&... more) {
   if (ctas <= 0) return cudaSuccess;
   if (smem > 48 * 1024) {
     const cudaError_t e =
@@ -61,7 +62,7 @@ cudaError_t launch_ctas(Kernel kernel, KernelParams p, int64_t ctas, int threads
   for (int64_t off = 0; off < ctas; off += kMaxGrid) {
     p.cta_offset = off;
     const int64_t n = ctas - off < kMaxGrid ? ctas - off : kMaxGrid;
-    kernel<<<dim3(unsigned(n)), dim3(threads), smem, stream>>>(p);
+    kernel<<<dim3(unsigned(n)), dim3(threads), smem, stream>>>(p, more...);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }

@@ -34,12 +34,13 @@ struct SmemTile {
 
 // Issue cp.async for a ROWS x D tile. row_offset(row) gives the byte offset of the row in the
 // global tensor(s), or a negative value for a row to zero-fill. Up to two tensors with the same
-// row offsets (K and V, Q and dO) share the address computation.
-template <int ROWS, int D, int NTHREADS, int NT, typename RowOffset>
+// row offsets (K and V, Q and dO) share the address computation. Layout: the shared tile's
+// chunk placement (kChunks, offset(row, chunk)); SmemTile by default.
+template <int ROWS, int D, int NTHREADS, typename Layout = SmemTile<D>, int NT, typename RowOffset>
 __device__ __forceinline__ void load_rows_async(const char* const (&src)[NT],
                                                 const uint32_t (&dst)[NT], RowOffset row_offset,
                                                 int tid) {
-  using Sm = SmemTile<D>;
+  using Sm = Layout;
   constexpr int kTotal = ROWS * Sm::kChunks;
   static_assert(kTotal % NTHREADS == 0, "tile chunks must split evenly over the threads");
 #pragma unroll
@@ -64,11 +65,11 @@ struct GatherTile {
   uint64_t valid;
 };
 
-template <int ROWS, int D, int NTHREADS, int NT>
+template <int ROWS, int D, int NTHREADS, typename Layout = SmemTile<D>, int NT>
 __device__ __forceinline__ void load_gather_async(const char* const (&src)[NT],
                                                   const uint32_t (&dst)[NT], const int* delta,
                                                   const GatherTile& g, int tid) {
-  using Sm = SmemTile<D>;
+  using Sm = Layout;
   constexpr int kTotal = ROWS * Sm::kChunks;
   static_assert(kTotal % NTHREADS == 0, "tile chunks must split evenly over the threads");
 #pragma unroll

@@ -51,6 +51,14 @@ struct OnlineSoftmax {
   // to the new running max); o: output accumulators rescaled to the new max.
   __device__ __forceinline__ void step(float (&s)[NT][4], float (&o)[NO][4], float scale_log2) {
     float alpha[2];
+    scores(s, scale_log2, alpha);
+    rescale(o, alpha);
+  }
+
+  // The scores half of step: s -> probabilities, running max and sum updated; alpha[rr] is the
+  // factor the output rows must be rescaled by (kernels that overlap the previous tile's P V
+  // with this apply it once that MMA has finished).
+  __device__ __forceinline__ void scores(float (&s)[NT][4], float scale_log2, float (&alpha)[2]) {
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       float mx = tree_max<NT>(s, rr);
@@ -67,7 +75,10 @@ struct OnlineSoftmax {
       }
       l[rr] = l[rr] * alpha[rr] + tree_sum<NT>(s, rr);
     }
-    // Once the running maxima settle, most tiles leave them unchanged: skip the rescale then.
+  }
+
+  // Once the running maxima settle, most tiles leave them unchanged: skip the rescale then.
+  __device__ __forceinline__ void rescale(float (&o)[NO][4], const float (&alpha)[2]) {
     if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
       for (int d = 0; d < NO; ++d) {

@@ -10,7 +10,8 @@
 //        cuda/fused/*.cu -x cu cuda/fused/test/fused_check.cc -o fused_check
 // or run cuda/fused/test/run_device.sh (builds it when no prebuilt binary runs).
 // Run: ./fused_check [--no-bench] [--no-check] [--only CASE] [--bench PROBLEM] [--reps N]
-//      [--profile]   (--profile: one forward + backward per selected problem, for ncu)
+//      [--profile] [--hopper]  (--profile: one forward + backward per selected problem, for ncu;
+//      --hopper: forward by the Hopper family, cuda/hopper/*.cu linked in)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -45,6 +46,16 @@ using namespace jax_na;
   } while (0)
 
 namespace {
+
+// --hopper: the Hopper forward where it runs (f16/bf16, head_dim 64/128), else the fused one,
+// as jax_na routes backend="cuda-hopper".
+cudaError_t hopper_or_fused_fwd(const Problem& p, const FwdArgs& a, cudaStream_t s) {
+  const cudaError_t e = hopper::fwd(p, a, s);
+  return e == cudaErrorNotSupported ? fused::fwd(p, a, s) : e;
+}
+
+// The forward under test.
+cudaError_t (*g_fwd)(const Problem&, const FwdArgs&, cudaStream_t) = fused::fwd;
 
 struct Case {
   std::string name;
@@ -343,7 +354,7 @@ void run_case(const Case& cs) {
   q.upload(hq), k.upload(hk), v.upload(hv), dout.upload(hdo);
   out.poison(), lse.poison();
   FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p)};
-  CK(fused::fwd(p, fa, 0));
+  CK(g_fwd(p, fa, 0));
   CK(cudaDeviceSynchronize());
   std::vector<int64_t> rows(nrow);
   for (int64_t i = 0; i < nrow; ++i) rows[i] = i;
@@ -482,7 +493,7 @@ void bench(const Case& cs, bool do_bwd, int reps) {
     DBuf dout(nq, cs.dt), dq(nq, cs.dt), dk(nkv, cs.dt), dv(nkv, cs.dt), delta(nrow, DType::kF32);
     fill(dout, 4);
     CK(cudaMemset(delta.p, 0, nrow * 4));
-    CK(fused::fwd(p, fa, 0));
+    CK(g_fwd(p, fa, 0));
     BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse.p), static_cast<float*>(delta.p),
                dq.p, dk.p, dv.p, nullptr};
     CK(fused::bwd(p, ba, 0));
@@ -490,7 +501,7 @@ void bench(const Case& cs, bool do_bwd, int reps) {
     printf("profiled %s\n", cs.name.c_str());
     return;
   }
-  const double f_ms = time_ms([&] { CK(fused::fwd(p, fa, 0)); }, reps);
+  const double f_ms = time_ms([&] { CK(g_fwd(p, fa, 0)); }, reps);
   CK(cudaDeviceSynchronize());
   // Sampled forward check: 64 random query rows against the float64 reference.
   double chk = 0;
@@ -568,6 +579,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--bench") && i + 1 < argc) g_bench_only = argv[++i];
     if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
     if (!strcmp(argv[i], "--profile")) g_profile = true;
+    if (!strcmp(argv[i], "--hopper")) g_fwd = hopper_or_fused_fwd;
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -579,7 +591,7 @@ int main(int argc, char** argv) {
     {
       Case cs = mk("unsupported-d48", 1, 1, {16}, 1, 1, 48, {3}, {1}, {1}, {0}, BF);
       FwdArgs fa{nullptr, nullptr, nullptr, nullptr, nullptr};
-      const cudaError_t e = fused::fwd(problem_of(cs), fa, 0);
+      const cudaError_t e = g_fwd(problem_of(cs), fa, 0);
       printf("%-34s -> %s  %s\n", cs.name.c_str(), cudaGetErrorName(e), e == cudaErrorNotSupported ? "ok" : "FAIL");
       if (e != cudaErrorNotSupported) ++g_failed;
     }
@@ -606,6 +618,9 @@ int main(int argc, char** argv) {
         mk("f32 2d 12x15 k3,5 d2,1 c gqa", 2, 1, {12, 15}, 4, 2, 64, {3, 5}, {1}, {2, 1}, {1}, F32),
         mk("f32 3d 5x6x7 k3", 3, 1, {5, 6, 7}, 2, 2, 128, {3}, {1}, {1}, {0}, F32),
         mk("f16 2d 17x19 k5 d3", 2, 1, {17, 19}, 2, 2, 128, {5}, {2}, {3}, {0}, F16),
+        // Hopper: cp.async gather instead of TMA (3-D with batch > 1; dilation > 8).
+        mk("3d B2 7x9x12 k3,5,5 s1,2,1", 3, 2, {7, 9, 12}, 2, 2, 64, {3, 5, 5}, {1, 2, 1}, {1}, {0}, BF),
+        mk("1d B2 L230 k7 d20", 1, 2, {230}, 2, 1, 128, {7}, {1}, {20}, {0}, F16),
     };
     for (auto& c : cases)
       if (only.empty() || c.name.find(only) != std::string::npos) run_case(c);

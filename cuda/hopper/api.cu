@@ -1,0 +1,53 @@
+// Entry points of the Hopper family (cuda/common/families.h).
+//
+// Forward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 64 and 128. Anything else (another
+// GPU, dtype or head_dim) returns cudaErrorNotSupported; Python routes those problems to the
+// fused family. Backward: the fused family's deterministic kernels (mma.sync, run on sm_90a
+// too), until a wgmma backward exists.
+#include <cuda_runtime.h>
+
+#include "../fused/launch.h"
+#include "families.h"
+#include "launch.h"
+
+namespace jax_na {
+namespace hopper {
+namespace {
+
+// The kernels are sm_90a code: the device running the stream's work must be compute 9.0.
+bool on_sm90() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+    return false;
+  return major == 9 && minor == 0;
+}
+
+}  // namespace
+
+cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
+  if (pr.dtype != DType::kF16 && pr.dtype != DType::kBF16) return cudaErrorNotSupported;
+  if (pr.head_dim != 64 && pr.head_dim != 128) return cudaErrorNotSupported;
+  if (!on_sm90()) return cudaErrorNotSupported;
+  fused::KernelParams p;
+  const cudaError_t e = fused::make_kernel_params(pr, p);
+  if (e != cudaSuccess) return e;
+  if (p.batch == 0) return cudaSuccess;
+  if (!a.q || !a.k || !a.v || !a.out || !a.lse) return cudaErrorInvalidValue;
+  p.q = a.q, p.k = a.k, p.v = a.v, p.out = a.out, p.lse_out = a.lse;
+  const int d = int(pr.head_dim);
+  return pr.dtype == DType::kF16 ? hopper::launch_fwd<__half>(p, d, stream)
+                                 : hopper::launch_fwd<__nv_bfloat16>(p, d, stream);
+}
+
+size_t bwd_workspace_bytes(const Problem& pr) { return fused::bwd_workspace_bytes(pr); }
+
+cudaError_t bwd(const Problem& pr, const BwdArgs& a, cudaStream_t stream) {
+  if (pr.dtype != DType::kF16 && pr.dtype != DType::kBF16) return cudaErrorNotSupported;
+  if (pr.head_dim != 64 && pr.head_dim != 128) return cudaErrorNotSupported;
+  return fused::bwd(pr, a, stream);
+}
+
+}  // namespace hopper
+}  // namespace jax_na

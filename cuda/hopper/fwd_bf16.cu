@@ -1,0 +1,6 @@
+// Hopper forward, bf16: instantiations for head_dim 64 and 128.
+#include "kernel_fwd.h"
+#include "kernel_fwd_ws.h"
+#include "instantiate.h"
+
+JAX_NA_HOPPER_INSTANTIATE_FWD(__nv_bfloat16)

@@ -1,0 +1,71 @@
+// Shared body of fwd_{f16,bf16}.cu: the forward launcher for head_dim 64 and 128. Each of those
+// files includes kernel_fwd.h, then this one, and invokes JAX_NA_HOPPER_INSTANTIATE_FWD once.
+#pragma once
+
+#include <type_traits>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "../fused/launch.h"
+#include "../fused/params.h"
+#include "../fused/tile_scheduler.h"
+#include "launch.h"
+#include "tma.h"
+
+namespace jax_na {
+namespace hopper {
+
+// Set tile shapes (2^log_rows queries, 64 keys per tile), mask constants and grid; the number
+// of CTAs.
+inline int64_t plan_tiles(fused::KernelParams& p, int log_rows, int log_cols) {
+  p.ts = fused::choose_query_stationary(p, log_rows, log_cols);
+  fused::set_mask_constants(p);
+  fused::set_grid(p, p.ts.qlog);
+  return p.batch * p.heads * p.groups * p.tiles;
+}
+
+// The warp-specialised kernel's tiles: the best 64-query tile for one warpgroup (its work),
+// doubled along its outermost dim of extent > 1, the dim SplitWalk splits (shared loads).
+inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols) {
+  p.ts = fused::choose_query_stationary(p, 6, log_cols);
+  const int d = p.ts.qlog[0] > 0 ? 0 : (p.ts.qlog[1] > 0 ? 1 : 2);
+  p.ts.qlog[d] += 1;
+  fused::set_mask_constants(p);
+  fused::set_grid(p, p.ts.qlog);
+  return p.batch * p.heads * p.groups * p.tiles;
+}
+
+// The warp-specialised TMA kernel where its tiles are TMA boxes (make_kv_maps), else the
+// single-warpgroup cp.async kernel.
+template <typename T, int D>
+cudaError_t launch_fwd_impl(fused::KernelParams p, cudaStream_t stream) {
+  constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
+  TmaMaps maps{};
+  {
+    using Ws = WsConfig<T, D>;
+    fused::KernelParams pw = p;
+    const int64_t ctas = plan_ws_tiles(pw, Ws::kLogCols);
+    if (make_kv_maps(pw, D, bf16, maps))
+      return fused::launch_ctas(hopper_fwd_ws_kernel<T, D>, pw, ctas, Ws::kThreads, Ws::kSmem,
+                                stream, maps);
+  }
+  using Cfg = FwdConfig<T, D>;
+  const int64_t ctas = plan_tiles(p, Cfg::kLogRows, Cfg::kLogCols);
+  return fused::launch_ctas(hopper_fwd_kernel<T, D>, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
+}
+
+}  // namespace hopper
+}  // namespace jax_na
+
+#define JAX_NA_HOPPER_INSTANTIATE_FWD(T)                                                       \
+  namespace jax_na {                                                                           \
+  namespace hopper {                                                                           \
+  template <>                                                                                  \
+  cudaError_t launch_fwd<T>(fused::KernelParams p, int head_dim, cudaStream_t stream) {        \
+    if (head_dim == 64) return launch_fwd_impl<T, 64>(p, stream);                              \
+    if (head_dim == 128) return launch_fwd_impl<T, 128>(p, stream);                            \
+    return cudaErrorNotSupported;                                                              \
+  }                                                                                            \
+  }                                                                                            \
+  }

@@ -1,0 +1,111 @@
+// The consumer side of the Hopper forward, shared by both kernels: one warpgroup's 64 query rows
+// against a stream of 64-key tiles. It holds O, the online softmax, the previous tile's P (as
+// wgmma A fragments) and the rows' windows, and issues the two MMAs of a tile:
+//   S = Q K^T : wgmma m64n64k16, Q and K from shared memory (K-major descriptors);
+//   O += P V  : wgmma m64nDk16, P from registers, V from shared memory (MN-major).
+// The kernels order these (S_j overlaps the softmax-free wait, P_{j-1} V_{j-1} the softmax of
+// S_j) and own the loads and synchronisation.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "../fused/arch.h"
+#include "../fused/epilogue.h"
+#include "../fused/mask.h"
+#include "../fused/params.h"
+#include "../fused/query_tile.h"
+#include "../fused/softmax.h"
+#include "smem_layout.h"
+#include "wgmma.h"
+
+namespace jax_na {
+namespace hopper {
+
+template <typename T, int D, int QROWS>
+struct Consumer {
+  static constexpr int NT = 8;      // 64 keys per tile = 8 accumulator column blocks
+  static constexpr int ND = D / 8;  // output column blocks
+  using QT = GmmaTile<QROWS, D>;
+  using KV = GmmaTile<64, D>;
+
+  float o[ND][4];
+  fused::OnlineSoftmax<NT, ND> sm;
+  uint32_t pa[4][4];  // P of the previous computed tile
+  fused::RowPartners rp;
+  fused::WarpTileTest wt;  // the warp's 16 rows: tiles they all see need no masks
+  uint64_t dq;             // descriptor of the warpgroup's 64 rows of Q
+
+  // q_rows: shared address of the warpgroup's first Q row (an aligned 64-row slice).
+  __device__ __forceinline__ void init(const fused::KernelParams& p, const fused::QueryCta& c,
+                                       const Window* tab, uint32_t q_rows, int row0,
+                                       int lane) {
+#pragma unroll
+    for (int d = 0; d < ND; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    sm.init();
+    fused::query_row_partners(p, tab, row0, lane, rp);
+    fused::query_warp_test(p, c, tab, row0, 16, wt);
+    dq = QT::k_major(q_rows);
+  }
+
+  __device__ __forceinline__ void issue_s(float (&s)[NT][4], uint32_t k_tile) const {
+    const uint64_t dk = KV::k_major(k_tile);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+      wgmma_ss_n64<T>(s, desc_plus(dq, QT::k_step(ks)), desc_plus(dk, KV::k_step(ks)), ks > 0);
+    wgmma_commit();
+  }
+
+  __device__ __forceinline__ void issue_pv(uint32_t v_tile) {
+    const uint64_t dv = KV::mn_major(v_tile);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_rs<T, D>(o, pa[kk], desc_plus(dv, KV::mn_step(kk)), 1);
+  }
+
+  // S of the tile at tb has landed: masks where needed, then the softmax's scores half.
+  __device__ __forceinline__ void scores(const fused::KernelParams& p, const int (&tb)[3],
+                                         float (&s)[NT][4], float (&alpha)[2], int lane) {
+    fence_acc(s);
+    if (!wt.inside(tb, p.ts.klog))
+      fused::mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+    sm.scores(s, p.scale_log2, alpha);
+  }
+
+  // P of this tile, as the A operand of its P V.
+  __device__ __forceinline__ void keep_p(const float (&s)[NT][4]) {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      pa[kk][0] = fused::pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      pa[kk][1] = fused::pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      pa[kk][2] = fused::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[kk][3] = fused::pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+  }
+
+  // The last P V of a stream (nothing left to overlap it with).
+  __device__ __forceinline__ void last_pv(uint32_t v_tile) {
+    wgmma_fence();
+    issue_pv(v_tile);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc(o);
+  }
+
+  // Normalised O of the warp's rows as T into the staging tile (fused layout), lse to global.
+  __device__ __forceinline__ void stage(const fused::KernelParams& p, const fused::QueryCta& c,
+                                        uint32_t staging, int row0, int lane) {
+    float inv[2], lse[2];
+    sm.finish(inv, lse);
+    fused::stage_rows<T, D>(o, inv, staging, row0, lane);
+    if ((lane & 3) == 0) {
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const int64_t r = fused::query_row_index(p, c, row0 + (lane >> 2) + 8 * rr, c.cta.head);
+        if (r >= 0) p.lse_out[r] = lse[rr];
+      }
+    }
+  }
+};
+
+}  // namespace hopper
+}  // namespace jax_na
