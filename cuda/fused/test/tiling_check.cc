@@ -2,8 +2,8 @@
 // CTA, warp and lane of the forward/dQ (query-stationary) and dK/dV (key-stationary) kernels'
 // tile iteration, per-warp skip, mask-free test and column masks, using the very functions the
 // kernels call, and checks that each (query, key) neighbour pair is computed exactly once and
-// no other pair is. Runs on any machine (CI too). CUDA source named .cc so that the extension's
-// glob (cuda/fused/**/*.cu) leaves it out. Build:
+// no other pair is. Runs on any machine with nvcc (tests/test_tiling.py runs it in CI). CUDA
+// source named .cc so that the extension's glob (cuda/fused/**/*.cu) leaves it out. Build:
 //   nvcc -O2 -std=c++17 -I cuda/common cuda/fused/tile_select.cu -x cu \
 //        cuda/fused/test/tiling_check.cc -o tiling_check && ./tiling_check [cases]
 #include <cstdio>

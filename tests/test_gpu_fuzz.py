@@ -1,0 +1,93 @@
+"""GPU differential fuzzing (issue 8, item 1, the GPU budget) and non-finite semantics on the CUDA
+families (item 4).
+
+- Fuzz: hypothesis draws random valid problems sized for the tensor-core tiles (extents that are
+  not multiples of any tile, kernel = extent and dilation * kernel = extent reachable, strides,
+  per-dim causal, GQA ratios, additional KV, head_dim 32/64/128, float32/float16/bfloat16) and
+  compares every CUDA family jax_na.available_families() reports with backend="reference": out,
+  lse and the three gradients, with tests/test_gpu.py's tolerances. JAX_NA_GPU_FUZZ_EXAMPLES
+  sets the examples per family (default 6, derandomized like the CI profile; e.g. 60 for a long
+  run on a GPU machine).
+- Non-finite: a NaN (or a +-Inf value) in one q/k/v token reaches exactly the outputs and
+  gradients the semantics say (ground truth from the dense mask, test_hardening.py), on bf16
+  problems at head_dim 64, where cuda-hopper runs its own forward kernel.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from . import problems as P
+from .test_gpu import FAMILIES, _check, _run_family
+from .test_hardening import _expected_nonfinite, _mask_mismatch, _poison, _run_grads
+
+pytestmark = pytest.mark.gpu
+
+EXAMPLES = int(os.environ.get("JAX_NA_GPU_FUZZ_EXAMPLES", "6"))
+MAX_EXTENT = {1: 300, 2: 40, 3: 14}
+
+
+@st.composite
+def dim(draw, max_extent):
+    """(extent, kernel, stride, dilation, causal) of one dimension, satisfying the rules."""
+    kernel = draw(st.integers(1, min(24, max_extent)))
+    dilation = draw(st.integers(1, max(1, min(4, max_extent // kernel))))
+    lo = kernel * dilation
+    extent = draw(st.one_of(st.just(lo), st.integers(lo, max(lo, max_extent))))  # k * d = L often
+    return extent, kernel, draw(st.integers(1, kernel)), dilation, draw(st.booleans())
+
+
+@st.composite
+def problems(draw):
+    rank = draw(st.integers(1, 3))
+    dims = [draw(dim(MAX_EXTENT[rank])) for _ in range(rank)]
+    heads_kv = draw(st.sampled_from([1, 2]))
+    return P.Problem(
+        spatial=tuple(d[0] for d in dims), kernel_size=tuple(d[1] for d in dims),
+        stride=tuple(d[2] for d in dims), dilation=tuple(d[3] for d in dims),
+        is_causal=tuple(d[4] for d in dims), batch=draw(st.integers(1, 2)),
+        heads=heads_kv * draw(st.sampled_from([1, 2, 4])), heads_kv=heads_kv,
+        head_dim=draw(st.sampled_from([32, 64, 128])), n_extra=draw(st.sampled_from([0, 0, 0, 2])),
+        scale=draw(st.one_of(st.none(), st.floats(0.05, 1.0))))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(p=problems(), dtype=st.sampled_from([P.F32, P.F16, P.BF16]), seed=st.integers(0, 2**32 - 1))
+def test_fuzz_family_vs_reference(family, p, dtype, seed):
+    x = P.make_inputs(p, np.random.default_rng(seed))
+    got = _run_family(family, p, x, dtype)
+    want = P.run(p, x, "reference", dtype)
+    _check(got, want, dtype, f"{family} {jnp.dtype(dtype).name} [{p.short()}]")
+
+
+NONFINITE_CASES = {
+    "1d-causal-stride": P.problem((150,), 17, stride=2, is_causal=True, heads=4, heads_kv=2, head_dim=64),
+    "2d-dil": P.problem((19, 23), (5, 7), dilation=(2, 1), heads=2, heads_kv=1, head_dim=64),
+    "3d": P.problem((6, 7, 9), 3, is_causal=(False, True, False), heads=2, heads_kv=2, head_dim=64),
+}
+
+
+@pytest.mark.parametrize("which,value", [("q", np.nan), ("k", np.nan), ("v", np.nan), ("v", np.inf)],
+                         ids=["q-nan", "k-nan", "v-nan", "v-inf"])
+@pytest.mark.parametrize("name", list(NONFINITE_CASES))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nonfinite_reaches_exactly_the_neighbourhood(family, name, which, value):
+    p = NONFINITE_CASES[name]
+    base = P.make_inputs(p, np.random.default_rng(P.stable_seed("gpu-nonfinite", name)))
+    problems_ = []
+    for seed in range(2):
+        x, idx = _poison(p, base, which, value, P.stable_seed(name, which, seed))
+        got = _run_grads(p, x, family, P.BF16)
+        for what, w in _expected_nonfinite(p, which, idx).items():
+            bad = _mask_mismatch(got[what], np.where(w, np.nan, 0.0), f"{what} (poisoned {which}{idx})")
+            if bad:
+                problems_.append(bad)
+    assert not problems_, "\n".join(problems_)
