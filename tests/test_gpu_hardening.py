@@ -228,10 +228,16 @@ np.savez(sys.argv[1], **{k: (v.view(np.uint16) if v.dtype.itemsize == 2 else v) 
 '''
 
 
+# Results (out, lse, dq, dk, dv) that depend on a reduction XLA itself emits (delta = rowsum(dO * O)
+# feeds dq and dk): another process may compile that reduction differently, so those are
+# compared to within bf16 rounding across processes; our kernels' own outputs bitwise.
+XLA_REDUCED = (2, 3)
+
+
 @gpu
-def test_command_buffers_from_xla_flags_match_bitwise(tmp_path):
+def test_command_buffers_from_xla_flags_match(tmp_path):
     """The same with command buffers turned on by XLA_FLAGS (how a user turns them on), every
-    family in one subprocess."""
+    family in one subprocess (a separate compilation: see XLA_REDUCED)."""
     fams = [f for f in jax_na.available_families() if f.startswith("cuda-")]
     if not fams:
         pytest.skip("no CUDA family available")
@@ -249,7 +255,14 @@ def test_command_buffers_from_xla_flags_match_bitwise(tmp_path):
             problems.append(f"{fam}: no handler call under stream capture with XLA_FLAGS={CMDBUF_FLAGS}")
         for seed, want in zip((1, 2), _plain_results(fam)):
             for i, w in enumerate(want):
-                if not np.array_equal(_bits(got[f"{fam}/{seed}/{i}"]), _bits(w)):
+                g = got[f"{fam}/{seed}/{i}"]
+                if i in XLA_REDUCED:
+                    g = g.view(w.dtype) if g.dtype != w.dtype else g
+                    gf, wf = g.astype(np.float64), w.astype(np.float64)
+                    err = float(np.max(np.abs(gf - wf))) / max(float(np.max(np.abs(wf))), 1e-30)
+                    if not err <= 1e-2:
+                        problems.append(f"{fam}: result {i} of input set {seed}: max error {err:.2e} x max|ref|")
+                elif not np.array_equal(_bits(g), _bits(w)):
                     problems.append(f"{fam}: result {i} of input set {seed} differs bitwise")
     assert not problems, "\n".join(problems)
 
