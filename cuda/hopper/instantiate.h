@@ -28,7 +28,7 @@ inline int64_t plan_tiles(fused::KernelParams& p, int log_rows, int log_cols) {
 // The warp-specialised kernel's tiles: the best 64-query tile for one warpgroup (its work),
 // doubled along its outermost dim of extent > 1, the dim SplitWalk splits (shared loads).
 inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols) {
-  p.ts = fused::choose_query_stationary(p, 6, log_cols);
+  p.ts = fused::choose_query_stationary(p, 6, log_cols);  // 2^6: one warpgroup's rows
   const int d = p.ts.qlog[0] > 0 ? 0 : (p.ts.qlog[1] > 0 ? 1 : 2);
   p.ts.qlog[d] += 1;
   fused::set_mask_constants(p);

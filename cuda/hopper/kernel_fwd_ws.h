@@ -42,7 +42,6 @@ struct WsConfig {
   static constexpr int kConsumerRegs = 232;
   static constexpr int kRows = 64 * kConsumers;
   static constexpr int kCols = 64;
-  static constexpr int kLogRows = 7;
   static constexpr int kLogCols = 6;
   static constexpr int KS = 3;  // K slots
   static constexpr int VS = 4;  // V slots (V of a tile is read one tile later than its K)
