@@ -19,20 +19,21 @@ struct RowPartners {
   int hi[2][3];
 };
 
-// Set masked elements of s to `fill`. m0/m1: column masks of rows g and g+8.
-template <int NT>
+// Set masked elements of s to `fill`. m0/m1: column masks of rows g and g+8 for the (up to) 64
+// columns of blocks [NT0, NT0 + 8) (NT0 = 8 h: the h-th 64 columns of a wider fragment).
+template <int NT0 = 0, int NT>
 FUSED_HD void apply_column_masks(float (&s)[NT][4], uint64_t m0, uint64_t m1,
                                                    int lane, float fill) {
-  static_assert(NT <= 8, "at most 64 columns");
+  constexpr int kBlocks = NT < 8 ? NT : 8;
   const int sh = 2 * (lane & 3);
   m0 >>= sh;
   m1 >>= sh;
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
+  for (int nt = 0; nt < kBlocks; ++nt) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      if (!((m0 >> (8 * nt + e)) & 1ull)) s[nt][e] = fill;
-      if (!((m1 >> (8 * nt + e)) & 1ull)) s[nt][2 + e] = fill;
+      if (!((m0 >> (8 * nt + e)) & 1ull)) s[NT0 + nt][e] = fill;
+      if (!((m1 >> (8 * nt + e)) & 1ull)) s[NT0 + nt][2 + e] = fill;
     }
   }
 }

@@ -10,17 +10,22 @@
 namespace jax_na {
 namespace fused {
 
-// Max / sum over the 2 * NT values of row half rr as a balanced tree (short dependency chains).
+// v[i] = op(v[i], v[i + W]) for i < W, then the same with W / 2, ..., 1: a balanced tree with
+// short dependency chains, unrolled at compile time at every width.
+template <int W, int N, typename Op>
+__device__ __forceinline__ void tree_fold(float (&v)[N], Op op) {
+#pragma unroll
+  for (int i = 0; i < W; ++i) v[i] = op(v[i], v[i + W]);
+  if constexpr (W > 1) tree_fold<W / 2>(v, op);
+}
+
+// Max / sum over the 2 * NT values of row half rr.
 template <int NT>
 __device__ __forceinline__ float tree_max(const float (&s)[NT][4], int rr) {
   float v[NT];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) v[nt] = fmaxf(s[nt][2 * rr], s[nt][2 * rr + 1]);
-#pragma unroll
-  for (int w = NT / 2; w >= 1; w /= 2) {
-#pragma unroll
-    for (int i = 0; i < w; ++i) v[i] = fmaxf(v[i], v[i + w]);
-  }
+  if constexpr (NT > 1) tree_fold<NT / 2>(v, [](float a, float b) { return fmaxf(a, b); });
   return v[0];
 }
 
@@ -29,11 +34,7 @@ __device__ __forceinline__ float tree_sum(const float (&s)[NT][4], int rr) {
   float v[NT];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) v[nt] = s[nt][2 * rr] + s[nt][2 * rr + 1];
-#pragma unroll
-  for (int w = NT / 2; w >= 1; w /= 2) {
-#pragma unroll
-    for (int i = 0; i < w; ++i) v[i] += v[i + w];
-  }
+  if constexpr (NT > 1) tree_fold<NT / 2>(v, [](float a, float b) { return a + b; });
   return v[0];
 }
 

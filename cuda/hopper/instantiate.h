@@ -36,20 +36,27 @@ inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols) {
   return p.batch * p.heads * p.groups * p.tiles;
 }
 
-// The warp-specialised TMA kernel where its tiles are TMA boxes (make_kv_maps), else the
-// single-warpgroup cp.async kernel.
+// Launch the warp-specialised kernel with BN-key tiles if its tiles are TMA boxes (the launch's
+// status in err); false, with nothing launched, otherwise.
+template <typename T, int D, int BN>
+bool try_launch_ws(fused::KernelParams p, cudaStream_t stream, cudaError_t& err) {
+  using Ws = WsConfig<T, D, BN>;
+  const int64_t ctas = plan_ws_tiles(p, Ws::kLogCols);
+  TmaMaps maps{};
+  if (!make_kv_maps(p, D, std::is_same<T, __nv_bfloat16>::value, maps)) return false;
+  err = fused::launch_ctas(hopper_fwd_ws_kernel<T, D, BN>, p, ctas, Ws::kThreads, Ws::kSmem,
+                           stream, maps);
+  return true;
+}
+
+// The warp-specialised TMA kernel where its tiles are TMA boxes (128-key tiles for 1-D tiles:
+// half the per-tile overhead, and the window's ends waste little), else the single-warpgroup
+// cp.async kernel.
 template <typename T, int D>
 cudaError_t launch_fwd_impl(fused::KernelParams p, cudaStream_t stream) {
-  constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
-  TmaMaps maps{};
-  {
-    using Ws = WsConfig<T, D>;
-    fused::KernelParams pw = p;
-    const int64_t ctas = plan_ws_tiles(pw, Ws::kLogCols);
-    if (make_kv_maps(pw, D, bf16, maps))
-      return fused::launch_ctas(hopper_fwd_ws_kernel<T, D>, pw, ctas, Ws::kThreads, Ws::kSmem,
-                                stream, maps);
-  }
+  cudaError_t err = cudaSuccess;
+  if (p.L[0] == 1 && p.L[1] == 1 && try_launch_ws<T, D, 128>(p, stream, err)) return err;
+  if (try_launch_ws<T, D, 64>(p, stream, err)) return err;
   using Cfg = FwdConfig<T, D>;
   const int64_t ctas = plan_tiles(p, Cfg::kLogRows, Cfg::kLogCols);
   return fused::launch_ctas(hopper_fwd_kernel<T, D>, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);

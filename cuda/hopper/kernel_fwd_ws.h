@@ -32,7 +32,7 @@ namespace hopper {
 
 using fused::KernelParams;
 
-template <typename T, int D>
+template <typename T, int D, int BN>
 struct WsConfig {
   static_assert(D == 64 || D == 128, "head_dim 64 or 128");
   static constexpr int kConsumers = 2;
@@ -41,10 +41,11 @@ struct WsConfig {
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = 232;
   static constexpr int kRows = 64 * kConsumers;
-  static constexpr int kCols = 64;
-  static constexpr int kLogCols = 6;
-  static constexpr int KS = 3;  // K slots
-  static constexpr int VS = 4;  // V slots (V of a tile is read one tile later than its K)
+  static constexpr int kCols = BN;  // keys per tile: 64, or 128 for 1-D tiles
+  static constexpr int kLogCols = BN == 128 ? 7 : 6;
+  // K and V slots (V of a tile is read one tile later than its K); 128-key tiles: 32 KB each.
+  static constexpr int KS = BN == 128 ? 2 : 3;
+  static constexpr int VS = BN == 128 ? 3 : 4;
   using QTile = GmmaTile<kRows, D>;
   using KVTile = GmmaTile<kCols, D>;
   static constexpr int kK = QTile::kBytes;
@@ -122,16 +123,16 @@ struct SplitWalk {
   }
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(WsConfig<T, D>::kThreads, 1)
+template <typename T, int D, int BN>
+__global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     hopper_fwd_ws_kernel(const KernelParams p, const __grid_constant__ TmaMaps maps) {
 #if JAX_NA_WGMMA
   using namespace fused;
-  using Cfg = WsConfig<T, D>;
+  using Cfg = WsConfig<T, D, BN>;
   using QT = typename Cfg::QTile;
   using KV = typename Cfg::KVTile;
   constexpr int KS = Cfg::KS, VS = Cfg::VS;
-  constexpr int NT = Consumer<T, D, Cfg::kRows>::NT;
+  constexpr int NT = Consumer<T, D, Cfg::kRows, BN>::NT;
   constexpr int kConsumerThreads = 128 * Cfg::kConsumers;
   constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
   extern __shared__ char smem_raw[];
@@ -213,7 +214,7 @@ __global__ void __launch_bounds__(WsConfig<T, D>::kThreads, 1)
   // it: which tiles the warpgroup computes) as warp-uniform, and keeps its wgmma unserialised.
   const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), row0 = 16 * warp;
   const bool leader = (tid & 127) == 0;  // arrives on the empty barriers for the warpgroup
-  Consumer<T, D, Cfg::kRows> cs;
+  Consumer<T, D, Cfg::kRows, BN> cs;
   cs.init(p, c, tab, sQ + wg * 64 * 128, row0, lane);
   WarpTileTest gt;  // the warpgroup's 64 rows: which tiles it computes
   query_warp_test(p, c, tab, 64 * wg, 64, gt);

@@ -1,7 +1,8 @@
 // The consumer side of the Hopper forward, shared by both kernels: one warpgroup's 64 query rows
-// against a stream of 64-key tiles. It holds O, the online softmax, the previous tile's P (as
-// wgmma A fragments) and the rows' windows, and issues the two MMAs of a tile:
-//   S = Q K^T : wgmma m64n64k16, Q and K from shared memory (K-major descriptors);
+// against a stream of BN-key tiles (64, or 128 for 1-D tiles). It holds O, the online softmax,
+// the previous tile's P (as wgmma A fragments) and the rows' windows, and issues the two MMAs of
+// a tile:
+//   S = Q K^T : wgmma m64nBNk16, Q and K from shared memory (K-major descriptors);
 //   O += P V  : wgmma m64nDk16, P from registers, V from shared memory (MN-major).
 // The kernels order these (S_j overlaps the softmax-free wait, P_{j-1} V_{j-1} the softmax of
 // S_j) and own the loads and synchronisation.
@@ -22,16 +23,18 @@
 namespace jax_na {
 namespace hopper {
 
-template <typename T, int D, int QROWS>
+template <typename T, int D, int QROWS, int BN = 64>
 struct Consumer {
-  static constexpr int NT = 8;      // 64 keys per tile = 8 accumulator column blocks
-  static constexpr int ND = D / 8;  // output column blocks
+  static_assert(BN == 64 || BN == 128, "64- or 128-key tiles");
+  static constexpr int NT = BN / 8;  // accumulator column blocks of S
+  static constexpr int ND = D / 8;   // output column blocks
+  static constexpr int KK = BN / 16;  // k-steps of P V
   using QT = GmmaTile<QROWS, D>;
-  using KV = GmmaTile<64, D>;
+  using KV = GmmaTile<BN, D>;
 
   float o[ND][4];
   fused::OnlineSoftmax<NT, ND> sm;
-  uint32_t pa[4][4];  // P of the previous computed tile
+  uint32_t pa[KK][4];  // P of the previous computed tile
   fused::RowPartners rp;
   fused::WarpTileTest wt;  // the warp's 16 rows: tiles they all see need no masks
   uint64_t dq;             // descriptor of the warpgroup's 64 rows of Q
@@ -52,29 +55,45 @@ struct Consumer {
     const uint64_t dk = KV::k_major(k_tile);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks)
-      wgmma_ss_n64<T>(s, desc_plus(dq, QT::k_step(ks)), desc_plus(dk, KV::k_step(ks)), ks > 0);
+      wgmma_ss<T, BN>(s, desc_plus(dq, QT::k_step(ks)), desc_plus(dk, KV::k_step(ks)), ks > 0);
     wgmma_commit();
   }
 
   __device__ __forceinline__ void issue_pv(uint32_t v_tile) {
     const uint64_t dv = KV::mn_major(v_tile);
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_rs<T, D>(o, pa[kk], desc_plus(dv, KV::mn_step(kk)), 1);
+    for (int kk = 0; kk < KK; ++kk) wgmma_rs<T, D>(o, pa[kk], desc_plus(dv, KV::mn_step(kk)), 1);
   }
 
   // S of the tile at tb has landed: masks where needed, then the softmax's scores half.
   __device__ __forceinline__ void scores(const fused::KernelParams& p, const int (&tb)[3],
                                          float (&s)[NT][4], float (&alpha)[2], int lane) {
     fence_acc(s);
-    if (!wt.inside(tb, p.ts.klog))
-      fused::mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+    if (!wt.inside(tb, p.ts.klog)) {
+      if constexpr (BN == 64) {
+        fused::mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+      } else {  // 1-D tiles of 128 keys: two contiguous halves of 64 columns
+        mask_half<0>(tb, s, lane);
+        mask_half<8>(tb, s, lane);
+      }
+    }
     sm.scores(s, p.scale_log2, alpha);
+  }
+
+  // Masks of the 64 columns of blocks [NT0, NT0 + 8) of a 1-D 128-key tile at tb.
+  template <int NT0>
+  __device__ __forceinline__ void mask_half(const int (&tb)[3], float (&s)[NT][4], int lane) const {
+    const int th[3] = {tb[0], tb[1], tb[2] + 8 * NT0};
+    const int lg[3] = {0, 0, 6};
+    const uint64_t m0 = fused::column_mask(rp.lo[0], rp.hi[0], th, lg, 1, 1);
+    const uint64_t m1 = fused::column_mask(rp.lo[1], rp.hi[1], th, lg, 1, 1);
+    fused::apply_column_masks<NT0>(s, m0, m1, lane, -INFINITY);
   }
 
   // P of this tile, as the A operand of its P V.
   __device__ __forceinline__ void keep_p(const float (&s)[NT][4]) {
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
+    for (int kk = 0; kk < KK; ++kk) {
       pa[kk][0] = fused::pack2<T>(s[2 * kk][0], s[2 * kk][1]);
       pa[kk][1] = fused::pack2<T>(s[2 * kk][2], s[2 * kk][3]);
       pa[kk][2] = fused::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);

@@ -1,6 +1,6 @@
 // Warpgroup MMA (wgmma, sm_90a) for the Hopper family: shared-memory matrix descriptors and the
-// three shapes the forward uses, for fp16 and bf16 inputs with fp32 accumulators:
-//   S  = Q K^T : m64n64k16, A and B from shared memory, both K-major;
+// shapes the forward uses, for fp16 and bf16 inputs with fp32 accumulators:
+//   S  = Q K^T : m64n{64,128}k16, A and B from shared memory, both K-major;
 //   O += P V   : m64n{64,128}k16, A (P) from registers, B (V) from shared memory, MN-major.
 // The accumulator of m64nNk16 gives each thread the same fragment as N/8 mma.sync m16n8 tiles
 // (warp w of the warpgroup owns rows 16w..16w+15), so acc[N/8][4] is shared with the sm_80
@@ -74,6 +74,13 @@ template <> struct WgmmaType<__half> { static constexpr bool kBF16 = false; };
                "%32, %33, p, 1, 1, 0, 0;\n}\n"                                                 \
                : JNA_F4(0), JNA_F4(1), JNA_F4(2), JNA_F4(3), JNA_F4(4), JNA_F4(5), JNA_F4(6), JNA_F4(7)                                                       \
                : "l"(da), "l"(db), "r"(scale_d))
+#define JNA_WGMMA_SS_N128(TY)                                                                  \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                    \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                   \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "    \
+               "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                 \
+               : JNA_F4(0), JNA_F4(1), JNA_F4(2), JNA_F4(3), JNA_F4(4), JNA_F4(5), JNA_F4(6), JNA_F4(7), JNA_F4(8), JNA_F4(9), JNA_F4(10), JNA_F4(11), JNA_F4(12), JNA_F4(13), JNA_F4(14), JNA_F4(15)                                                        \
+               : "l"(da), "l"(db), "r"(scale_d))
 #define JNA_WGMMA_RS_N64(TY)                                                                   \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                    \
                "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                    \
@@ -89,16 +96,22 @@ template <> struct WgmmaType<__half> { static constexpr bool kBF16 = false; };
                : JNA_F4(0), JNA_F4(1), JNA_F4(2), JNA_F4(3), JNA_F4(4), JNA_F4(5), JNA_F4(6), JNA_F4(7), JNA_F4(8), JNA_F4(9), JNA_F4(10), JNA_F4(11), JNA_F4(12), JNA_F4(13), JNA_F4(14), JNA_F4(15)                                                        \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d), "n"(int(kTransB)))
 
-// d (+)= A B^T, m64n64k16: A (64 x 16) and B (64 x 16) K-major in shared memory.
-// scale_d == 0 overwrites d.
-template <typename T>
-__device__ __forceinline__ void wgmma_ss_n64(float (&d)[8][4], uint64_t da, uint64_t db,
-                                             int scale_d) {
+// d (+)= A B^T, m64nNk16 (N = 64 or 128): A (64 x 16) and B (N x 16) K-major in shared
+// memory. scale_d == 0 overwrites d.
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t da, uint64_t db,
+                                         int scale_d) {
+  static_assert(N == 64 || N == 128, "m64n64k16 or m64n128k16");
 #if JAX_NA_WGMMA
-  if constexpr (WgmmaType<T>::kBF16) {
+  constexpr bool bf16 = WgmmaType<T>::kBF16;
+  if constexpr (N == 64 && bf16) {
     JNA_WGMMA_SS_N64("bf16");
-  } else {
+  } else if constexpr (N == 64) {
     JNA_WGMMA_SS_N64("f16");
+  } else if constexpr (bf16) {
+    JNA_WGMMA_SS_N128("bf16");
+  } else {
+    JNA_WGMMA_SS_N128("f16");
   }
 #endif
 }
@@ -125,6 +138,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&
 }
 
 #undef JNA_WGMMA_SS_N64
+#undef JNA_WGMMA_SS_N128
 #undef JNA_WGMMA_RS_N64
 #undef JNA_WGMMA_RS_N128
 #undef JNA_F4
