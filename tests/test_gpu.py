@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import jax_na
+from jax_na import _native
 
 from . import problems as P
 
@@ -33,7 +34,6 @@ pytestmark = pytest.mark.gpu
 
 F32, F16, BF16 = P.F32, P.F16, P.BF16
 ALL = (F32, F16, BF16)
-CUDA_FAMILIES = ("cuda-naive", "cuda-gemm", "cuda-fused", "cuda-hopper")
 TENSOR_CORE_HEAD_DIMS = (32, 64, 128)
 
 # Elementwise bound, relative to the largest |reference| element of the same quantity.
@@ -77,7 +77,7 @@ def _family_params():
     built = jax_na.available_families()
     return [pytest.param(f, id=f, marks=pytest.mark.skipif(
         f not in built, reason=f"{f} not built into this jax_na (available_families() = {built})"))
-        for f in CUDA_FAMILIES]
+        for f in _native.CUDA_FAMILIES]
 
 
 FAMILIES = _family_params()

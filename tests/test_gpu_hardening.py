@@ -48,21 +48,12 @@ import jax_na
 from jax_na import _native
 
 from . import problems as P
+from .test_gpu import FAMILIES
 from .oracle import is_neighbour_1d
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 F32, F16, BF16 = P.F32, P.F16, P.BF16
 gpu = pytest.mark.gpu
-
-
-def _family_params():
-    built = jax_na.available_families()
-    return [pytest.param(f, id=f, marks=pytest.mark.skipif(
-        f not in built, reason=f"{f} not available here (available_families() = {built})"))
-        for f in _native.CUDA_FAMILIES]
-
-
-FAMILIES = _family_params()
 
 
 def _counts():
