@@ -11,7 +11,7 @@
 # 580: the test stage gets what the other stages leave, ~250 s on an H100), SKIP_BUILD=1 (use
 # the installed package), GPU_CHECK_BENCH=0 / GPU_CHECK_SANITIZE=0 (skip those stages; GPU_CHECK_SANITIZE=full
 # runs every sanitizer case instead of scripts/sanitize.sh --quick). Wheels in .whl/
-# (e.g. nvidia-cutlass, for machines without network) are installed first.
+# (for machines without network) are installed first.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
