@@ -20,8 +20,7 @@ handlers through XLA's FFI metadata call, in a subprocess).
   handler calls made while XLA records a CUDA graph), and not with command buffers off.
 - Determinism: the backward (and forward) of every family is bitwise identical over 3 runs on
   problems with many CTAs, GQA and a large window. A family listed in NONDETERMINISTIC (none
-  today: no family uses atomics) has its run-to-run spread printed instead (see also
-  scripts/determinism.py).
+  today: no family uses atomics) has its run-to-run spread printed instead.
 - Native errors: a direct FFI call (bypassing Python's routing) of a problem a family cannot run
   raises an exception naming the target and the reason; decoder errors name the CUDA target; a
   failed scratch allocation, and scratch asked for while XLA records a command buffer, raise
