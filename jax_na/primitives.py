@@ -6,7 +6,9 @@ na_bwd_p(q, k, v, dout, lse, delta)   -> (dq, dk, dv)     delta = rowsum(dout*ou
 Static params: `params` (NAParams) and `backend` (a backend name or "auto"). Each platform's
 lowering emits a jax.ffi custom call to the chosen native family; platforms without one (or
 "auto" with no native family) lower the reference math instead, so every backend enters the
-same way.
+same way. A CUDA custom call has one more result than the primitive, a uint32[1] flag that
+its handler uses to repair what tiled kernels do to NaN/Inf operands (cuda/repair/repair.h);
+the lowering adds it (an XLA-owned buffer, so CUDA graphs stay valid) and drops it.
 """
 
 from __future__ import annotations
@@ -117,8 +119,11 @@ def _lowering(direction: str, platform: str, fallback):
         family = backends.family_for(platform, backend, q_aval.dtype, q_aval.shape[-1])
         if family is None:
             return mlir.lower_fun(fallback, multiple_results=True)(ctx, *args, params=params, backend=backend)
-        name = _native.target_name(direction, family)
-        return jax.ffi.ffi_lowering(name)(ctx, *args, **_ffi_attrs(params))
+        lower = jax.ffi.ffi_lowering(_native.target_name(direction, family))
+        if platform != "cuda":
+            return lower(ctx, *args, **_ffi_attrs(params))
+        flag = jax.core.ShapedArray((1,), np.uint32)
+        return lower(ctx.replace(avals_out=[*ctx.avals_out, flag]), *args, **_ffi_attrs(params))[:-1]
 
     return rule
 

@@ -13,7 +13,8 @@ Modes:
 Cases: 1-D/2-D/3-D, odd extents that are multiples of no tile, kernel == extent, dilation,
 stride, per-dim causal, GQA/MQA, float32/float16/bfloat16, head_dim 32/64/128 on every family
 and odd head dims (33, 40) on cuda-naive only (the tiled families route those to cuda-naive
-anyway). racecheck instruments every shared-memory access and is slow: it runs a few tiny cases.
+anyway), and a NaN value token (the tiled families' non-finite repair then scans and recomputes:
+cuda/repair/; its kernel's reports count as family cuda-repair). racecheck instruments every shared-memory access and is slow: it runs a few tiny cases.
 --quick runs a subset that still covers 1-D/2-D/3-D, the three dtypes, head_dim 32/64/128 and an
 odd head_dim (for scripts/gpu_check.sh's time budget). A case that a family routes to another
 family (e.g. cuda-hopper's float32 problems to cuda-fused) is checked once, on that family.
@@ -48,6 +49,7 @@ class Case:
     batch: int = 1
     naive_only: bool = False  # odd head dims: the tiled families would route to cuda-naive
     quick: bool = False  # in the --quick subset (scripts/gpu_check.sh's time budget)
+    nan_value: bool = False  # a NaN in one value token: the tiled families' repair launch scans
 
     def describe(self) -> str:
         kw = " ".join(f"{k}={v}" for k, v in self.kw.items())
@@ -76,6 +78,8 @@ CASES = (
     C("2d-odd-d33-f32", (9, 11), dict(kernel_size=(3, 4), stride=(1, 2), is_causal=(True, False)), 2, 1,
       33, "float32", naive_only=True, quick=True),
     C("3d-d40-bf16", (3, 4, 5), dict(kernel_size=(2, 3, 3)), 2, 2, 40, "bfloat16", naive_only=True),
+    C("1d-nan-value-repair", (150,), dict(kernel_size=17, stride=2, is_causal=True), 4, 2, 64,
+      "bfloat16", quick=True, nan_value=True),
 )
 # racecheck: tiny problems, one per code path with shared memory (tensor-core 2-D and 1-D, the
 # naive family's per-warp buffers at an odd head_dim).
@@ -127,7 +131,8 @@ def run_case(case: Case, family: str, seed: int) -> bool:
     """Forward, then backward, as two programs whose tensors are all program arguments or
     results (so each is its own allocation under XLA's platform allocator, and memcheck sees its
     exact bounds): fwd returns out, lse and the vjp residuals; bwd takes the residuals and
-    the cotangents. True if every result is finite."""
+    the cotangents. True if every result is finite (with case.nan_value: if some result is finite
+and some is not, as the NaN value token reaches only its neighbourhood)."""
     import jax
     import numpy as np
 
@@ -139,7 +144,10 @@ def run_case(case: Case, family: str, seed: int) -> bool:
     shape_kv = (case.batch, *case.spatial, case.heads_kv, case.head_dim)
     q = jax.device_put(rng.standard_normal(shape_q).astype(dt))
     k = jax.device_put(rng.standard_normal(shape_kv).astype(dt))
-    v = jax.device_put(rng.standard_normal(shape_kv).astype(dt))
+    v = rng.standard_normal(shape_kv).astype(dt)
+    if case.nan_value:
+        v[(0,) + tuple(n // 2 for n in case.spatial)] = np.nan
+    v = jax.device_put(v)
     dout = jax.device_put(rng.standard_normal(shape_q).astype(dt))
     dlse = jax.device_put(rng.standard_normal(shape_q[:-1]).astype(np.float32))
 
@@ -151,6 +159,9 @@ def run_case(case: Case, family: str, seed: int) -> bool:
     bwd = jax.jit(lambda fn, ct: fn(ct), compiler_options=COMPILER_OPTIONS)
     grads = bwd(vjp_fn, (dout, dlse))
     results = [np.asarray(x, np.float32) for x in (out, lse, *grads)]
+    if case.nan_value:
+        fin = np.concatenate([np.isfinite(x).ravel() for x in results])
+        return bool(fin.any() and not fin.all())
     return all(bool(np.all(np.isfinite(x))) for x in results)
 
 

@@ -33,13 +33,16 @@ struct Problem {
   NA_HD bool any_causal() const { return dim[0].causal || dim[1].causal || dim[2].causal; }
 };
 
-// Pointers of one forward call.
+// Pointers of one forward call. nonfinite: a device word the tiled CUDA kernels set to nonzero
+// when they store a 16-byte chunk holding a NaN or an Inf (cuda/repair/ then recomputes such
+// chunks exactly); the caller zeroes it first. Null on the CPU.
 struct FwdArgs {
   const void* q;
   const void* k;
   const void* v;
   void* out;
   float* lse;
+  unsigned* nonfinite = nullptr;
 };
 
 // Pointers of one backward call. delta = rowsum(dout * out) - dlse, computed by XLA.
@@ -54,6 +57,7 @@ struct BwdArgs {
   void* dk;
   void* dv;
   void* workspace;  // bwd_workspace_bytes() bytes from the FFI scratch allocator, or null
+  unsigned* nonfinite = nullptr;  // as in FwdArgs
 };
 
 }  // namespace jax_na

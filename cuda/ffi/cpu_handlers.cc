@@ -51,8 +51,8 @@ ffi::Error BwdCpu(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::Any
   return guarded("bwd", [&] { cpu::bwd(p, a); });
 }
 
-XLA_FFI_DEFINE_HANDLER(kFwdCpu, FwdCpu, ffi_sig::bind_fwd(ffi::Ffi::Bind()));
-XLA_FFI_DEFINE_HANDLER(kBwdCpu, BwdCpu, ffi_sig::bind_bwd(ffi::Ffi::Bind()));
+XLA_FFI_DEFINE_HANDLER(kFwdCpu, FwdCpu, ffi_sig::with_attrs(ffi_sig::fwd_buffers(ffi::Ffi::Bind())));
+XLA_FFI_DEFINE_HANDLER(kBwdCpu, BwdCpu, ffi_sig::with_attrs(ffi_sig::bwd_buffers(ffi::Ffi::Bind())));
 
 }  // namespace
 

@@ -8,8 +8,13 @@
 // support this problem (...)", "unsupported GPU", the CUDA error of a failed launch, or a
 // failed scratch allocation.
 //
-// Traits: the handlers are command-buffer (CUDA graph) compatible: they only launch kernels on
-// XLA's stream, never synchronise or query it, and allocate nothing (every family's
+// Non-finite inputs: every CUDA handler has one more result than the CPU ones, a uint32[1] flag
+// that Python's lowering adds and drops (jax_na/primitives.py). The tiled families use it to
+// repair what tiles do to NaN/Inf operands (cuda/repair/repair.h): arm, run, repair. The
+// pairwise naive family is exact as it is and leaves it unused.
+//
+// Traits: the handlers are command-buffer (CUDA graph) compatible: they only launch kernels and
+// memsets on XLA's stream, never synchronise or query it, and allocate nothing (every family's
 // bwd_workspace_bytes() is 0). A family whose backward needs scratch must be defined with
 // JAX_NA_CUDA_FAMILY_BWD_SCRATCH (bwd not compatible): scratch from the FFI allocator is freed
 // when the handler returns, so a CUDA graph replay would use memory it no longer owns. As a
@@ -29,6 +34,7 @@
 #include <utility>
 
 #include "../common/families.h"
+#include "../repair/repair.h"
 #include "handlers.h"
 #include "signatures.h"
 
@@ -105,6 +111,25 @@ ffi::Error cuda_failure(const std::string& target, const char* family, const Pro
                               "): " + cuda);
 }
 
+using Flag = ffi::Result<ffi::Buffer<ffi::U32>>;
+
+ffi::Error check_flag(const char* target, Flag& flag) {
+  if (flag->element_count() >= 1) return ffi::Error::Success();
+  return ffi::Error::InvalidArgument(std::string(target) +
+                                     ": the non-finite flag result must hold one uint32");
+}
+
+// Arm the flag, run the family, repair (families that compute each pair alone skip both).
+template <class F, class Args, class Run, class Fix>
+cudaError_t run_repaired(const Problem& p, Args& a, unsigned* flag, cudaStream_t stream,
+                         const Run& run, const Fix& fix) {
+  if (F::kPairwise) return run(p, a, stream);
+  a.nonfinite = flag;
+  if (cudaError_t e = repair::arm(flag, stream); e != cudaSuccess) return e;
+  if (cudaError_t e = run(p, a, stream); e != cudaSuccess) return e;
+  return fix(p, a, stream);
+}
+
 template <class Fn>
 ffi::Error guarded(const char* target, const Fn& fn) {
   try {
@@ -118,7 +143,7 @@ ffi::Error guarded(const char* target, const Fn& fn) {
 
 template <class F>
 ffi::Error FwdCuda(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
-                   ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse,
+                   ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse, Flag flag,
                    Span64 kernel_size, Span64 stride, Span64 dilation, Span64 is_causal, float scale) {
   const char* target = F::kFwdTarget;
   return guarded(target, [&]() -> ffi::Error {
@@ -128,8 +153,10 @@ ffi::Error FwdCuda(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
                                      scale, &p, &a);
         e.failure())
       return ffi_decode::with_target(target, e);
+    if (auto e = check_flag(target, flag); e.failure()) return e;
     count_call(stream);
-    const cudaError_t err = F::fwd(p, a, stream);
+    const cudaError_t err =
+        run_repaired<F>(p, a, flag->typed_data(), stream, F::fwd, repair::fwd);
     return err == cudaSuccess ? ffi::Error::Success() : cuda_failure(target, F::kName, p, err);
   });
 }
@@ -138,7 +165,7 @@ template <class F>
 ffi::Error BwdCuda(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q,
                    ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer dout, ffi::AnyBuffer lse,
                    ffi::AnyBuffer delta, ffi::Result<ffi::AnyBuffer> dq,
-                   ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
+                   ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv, Flag flag,
                    Span64 kernel_size, Span64 stride, Span64 dilation, Span64 is_causal, float scale) {
   const char* target = F::kBwdTarget;
   return guarded(target, [&]() -> ffi::Error {
@@ -148,6 +175,7 @@ ffi::Error BwdCuda(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
                                      dilation, is_causal, scale, &p, &a);
         e.failure())
       return ffi_decode::with_target(target, e);
+    if (auto e = check_flag(target, flag); e.failure()) return e;
     const bool captured = count_call(stream);
     size_t bytes = F::workspace_bytes(p);
     if (const size_t forced = test_workspace_bytes(); forced > 0) bytes = forced;
@@ -165,29 +193,37 @@ ffi::Error BwdCuda(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
                               std::to_string(bytes) + " bytes of workspace for cuda-" + F::kName);
       a.workspace = *mem;
     }
-    const cudaError_t err = F::bwd(p, a, stream);
+    const cudaError_t err =
+        run_repaired<F>(p, a, flag->typed_data(), stream, F::bwd, repair::bwd);
     return err == cudaSuccess ? ffi::Error::Success() : cuda_failure(target, F::kName, p, err);
   });
 }
 
 auto fwd_binding() {
-  return ffi_sig::bind_fwd(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>());
+  return ffi_sig::with_attrs(
+      ffi_sig::fwd_buffers(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>())
+          .Ret<ffi::Buffer<ffi::U32>>());
 }
 
 auto bwd_binding() {
-  return ffi_sig::bind_bwd(
-      ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>().Ctx<ffi::ScratchAllocator>());
+  return ffi_sig::with_attrs(
+      ffi_sig::bwd_buffers(
+          ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>().Ctx<ffi::ScratchAllocator>())
+          .Ret<ffi::Buffer<ffi::U32>>());
 }
 
 using TraitList = std::initializer_list<ffi::Traits>;
 
 // Adapts a family namespace to a type the templates above take, and defines its two handlers;
-// bwd_cmd_buffer: whether the bwd handler is declared command-buffer compatible (see the top).
-#define JAX_NA_CUDA_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true)
-#define JAX_NA_CUDA_FAMILY_BWD_SCRATCH(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, false)
-#define JAX_NA_CUDA_FAMILY_IMPL(ns, bwd_cmd_buffer)                                            \
+// bwd_cmd_buffer: whether the bwd handler is declared command-buffer compatible (see the top);
+// pairwise: the family computes each (query, key) pair alone, so needs no non-finite repair.
+#define JAX_NA_CUDA_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, false)
+#define JAX_NA_CUDA_PAIRWISE_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, true)
+#define JAX_NA_CUDA_FAMILY_BWD_SCRATCH(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, false, false)
+#define JAX_NA_CUDA_FAMILY_IMPL(ns, bwd_cmd_buffer, pairwise)                                  \
   struct ns##_ops {                                                                            \
     static constexpr const char* kName = #ns;                                                  \
+    static constexpr bool kPairwise = pairwise;                                                \
     static constexpr const char* kFwdTarget = "jax_na_fwd_cuda_" #ns;                          \
     static constexpr const char* kBwdTarget = "jax_na_bwd_cuda_" #ns;                          \
     static cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t s) {               \
@@ -205,7 +241,7 @@ using TraitList = std::initializer_list<ffi::Traits>;
                                           : TraitList{});
 
 #if JAX_NA_HAS_NAIVE
-JAX_NA_CUDA_FAMILY(naive)
+JAX_NA_CUDA_PAIRWISE_FAMILY(naive)
 #endif
 #if JAX_NA_HAS_GEMM
 JAX_NA_CUDA_FAMILY(gemm)
@@ -218,6 +254,7 @@ JAX_NA_CUDA_FAMILY(hopper)
 #endif
 
 #undef JAX_NA_CUDA_FAMILY
+#undef JAX_NA_CUDA_PAIRWISE_FAMILY
 #undef JAX_NA_CUDA_FAMILY_BWD_SCRATCH
 #undef JAX_NA_CUDA_FAMILY_IMPL
 

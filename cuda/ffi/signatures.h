@@ -28,30 +28,30 @@ auto with_attrs(B&& binding) {
       .template Attr<float>("scale");
 }
 
-// fwd: q, k, v -> out, lse; then the attributes.
+// fwd buffers: q, k, v -> out, lse. A backend may append results of its own; then with_attrs.
 template <class B>
-auto bind_fwd(B&& binding) {
-  return with_attrs(std::move(binding)
-                        .template Arg<ffi::AnyBuffer>()
-                        .template Arg<ffi::AnyBuffer>()
-                        .template Arg<ffi::AnyBuffer>()
-                        .template Ret<ffi::AnyBuffer>()
-                        .template Ret<ffi::AnyBuffer>());
+auto fwd_buffers(B&& binding) {
+  return std::move(binding)
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Ret<ffi::AnyBuffer>()
+      .template Ret<ffi::AnyBuffer>();
 }
 
-// bwd: q, k, v, dout, lse, delta -> dq, dk, dv; then the attributes.
+// bwd buffers: q, k, v, dout, lse, delta -> dq, dk, dv (as fwd_buffers).
 template <class B>
-auto bind_bwd(B&& binding) {
-  return with_attrs(std::move(binding)
-                        .template Arg<ffi::AnyBuffer>()
-                        .template Arg<ffi::AnyBuffer>()
-                        .template Arg<ffi::AnyBuffer>()
-                        .template Arg<ffi::AnyBuffer>()
-                        .template Arg<ffi::AnyBuffer>()
-                        .template Arg<ffi::AnyBuffer>()
-                        .template Ret<ffi::AnyBuffer>()
-                        .template Ret<ffi::AnyBuffer>()
-                        .template Ret<ffi::AnyBuffer>());
+auto bwd_buffers(B&& binding) {
+  return std::move(binding)
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Ret<ffi::AnyBuffer>()
+      .template Ret<ffi::AnyBuffer>()
+      .template Ret<ffi::AnyBuffer>();
 }
 
 // Decode + validate a fwd call into *p and *a.

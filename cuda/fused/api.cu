@@ -55,13 +55,18 @@ cudaError_t make_kernel_params(const Problem& pr, KernelParams& p) {
   return cudaSuccess;
 }
 
+cudaError_t make_fwd_params(const Problem& pr, const FwdArgs& a, KernelParams& p) {
+  if (const cudaError_t e = make_kernel_params(pr, p); e != cudaSuccess) return e;
+  if (p.batch > 0 && (!a.q || !a.k || !a.v || !a.out || !a.lse || !a.nonfinite))
+    return cudaErrorInvalidValue;
+  p.q = a.q, p.k = a.k, p.v = a.v, p.out = a.out, p.lse_out = a.lse, p.nonfinite = a.nonfinite;
+  return cudaSuccess;
+}
+
 cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
   KernelParams p;
-  const cudaError_t e = make_kernel_params(pr, p);
-  if (e != cudaSuccess) return e;
-  if (p.batch == 0) return cudaSuccess;
-  if (!a.q || !a.k || !a.v || !a.out || !a.lse) return cudaErrorInvalidValue;
-  p.q = a.q, p.k = a.k, p.v = a.v, p.out = a.out, p.lse_out = a.lse;
+  const cudaError_t e = make_fwd_params(pr, a, p);
+  if (e != cudaSuccess || p.batch == 0) return e;
   const int d = int(pr.head_dim);
   switch (pr.dtype) {
     case DType::kF16: return launch_fwd<__half>(p, d, stream);
@@ -77,10 +82,11 @@ cudaError_t bwd(const Problem& pr, const BwdArgs& a, cudaStream_t stream) {
   cudaError_t e = make_kernel_params(pr, p);
   if (e != cudaSuccess) return e;
   if (p.batch == 0) return cudaSuccess;
-  if (!a.q || !a.k || !a.v || !a.dout || !a.lse || !a.delta || !a.dq || !a.dk || !a.dv)
+  if (!a.q || !a.k || !a.v || !a.dout || !a.lse || !a.delta || !a.dq || !a.dk || !a.dv ||
+      !a.nonfinite)
     return cudaErrorInvalidValue;
   p.q = a.q, p.k = a.k, p.v = a.v, p.dout = a.dout, p.lse_in = a.lse, p.delta = a.delta;
-  p.dq = a.dq, p.dk = a.dk, p.dv = a.dv;
+  p.dq = a.dq, p.dk = a.dk, p.dv = a.dv, p.nonfinite = a.nonfinite;
   const int d = int(pr.head_dim);
   switch (pr.dtype) {
     case DType::kF16:

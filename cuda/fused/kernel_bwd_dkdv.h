@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/pdl.cuh"
 #include "arch.h"
 #include "epilogue.h"
 #include "key_tile.h"
@@ -42,6 +43,7 @@ struct DkdvConfig {
 template <typename T, int D>
 __global__ void __launch_bounds__(128, DkdvConfig<T, D>::kMinBlocks)
     fused_bwd_dkdv_kernel(const KernelParams p) {
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using Cfg = DkdvConfig<T, D>;
   constexpr int NC = Cfg::kCols;
   constexpr int NT = NC / 8;
@@ -167,8 +169,8 @@ __global__ void __launch_bounds__(128, DkdvConfig<T, D>::kMinBlocks)
   stage_rows<T, D>(dk, scl, sK, 16 * warp, lane);
   stage_rows<T, D>(dv, one, sV, 16 * warp, lane);
   __syncthreads();
-  store_rows<64, D, 128>(static_cast<char*>(p.dk), sK, k_off, tid);
-  store_rows<64, D, 128>(static_cast<char*>(p.dv), sV, k_off, tid);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dk), sK, k_off, tid, p.nonfinite);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dv), sV, k_off, tid, p.nonfinite);
 }
 
 }  // namespace fused

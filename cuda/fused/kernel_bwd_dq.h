@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/pdl.cuh"
 #include "arch.h"
 #include "epilogue.h"
 #include "mask.h"
@@ -36,6 +37,7 @@ struct DqConfig {
 template <typename T, int D>
 __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
     fused_bwd_dq_kernel(const KernelParams p) {
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using Cfg = DqConfig<T, D>;
   constexpr int NT = Cfg::kCols / 8;
   constexpr int ND = D / 8;
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
   __syncthreads();
   stage_rows<T, D>(dq, mul, sQ, 16 * warp, lane);
   __syncthreads();
-  store_rows<64, D, 128>(static_cast<char*>(p.dq), sQ, q_off, tid);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dq), sQ, q_off, tid, p.nonfinite);
 }
 
 }  // namespace fused

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/pdl.cuh"
 #include "arch.h"
 #include "epilogue.h"
 #include "mask.h"
@@ -50,6 +51,7 @@ struct FwdConfig {
 template <typename T, int D, int MT = 1, int BN = 64>
 __global__ void __launch_bounds__(128, FwdConfig<T, D, MT, BN>::kMinBlocks)
     fused_fwd_kernel(const KernelParams p) {
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using Cfg = FwdConfig<T, D, MT, BN>;
   constexpr int NT = BN / 8;
   constexpr int ND = D / 8;
@@ -184,7 +186,7 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D, MT, BN>::kMinBlocks)
     }
   }
   __syncthreads();
-  store_rows<kRows, D, 128>(static_cast<char*>(p.out), sQ, q_off, tid);
+  store_rows<T, kRows, D, 128>(static_cast<char*>(p.out), sQ, q_off, tid, p.nonfinite);
 }
 
 }  // namespace fused

@@ -18,6 +18,8 @@ namespace fused {
 // Problem -> kernel parameters without tensors (geometry, scale): cudaSuccess,
 // cudaErrorNotSupported (head_dim, dtype, more than 2^31 - 1 tokens) or cudaErrorInvalidValue.
 cudaError_t make_kernel_params(const Problem& pr, KernelParams& p);
+// ... plus the forward's tensors (cudaErrorInvalidValue if one is null on a nonempty batch).
+cudaError_t make_fwd_params(const Problem& pr, const FwdArgs& a, KernelParams& p);
 
 // Tensor-core paths (T = __half or __nv_bfloat16); head_dim 32, 64 or 128.
 template <typename T>

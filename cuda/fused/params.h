@@ -68,6 +68,7 @@ struct KernelParams {
   void* dq;
   void* dk;
   void* dv;
+  unsigned* nonfinite;  // raised by a store of a NaN or an Inf (FwdArgs::nonfinite)
 };
 
 FUSED_HD void split_row(int r, const int (&lg)[3], int (&c)[3]) {

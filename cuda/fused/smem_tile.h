@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "../common/nonfinite.cuh"
 #include "arch.h"
 
 namespace jax_na {
@@ -84,10 +85,12 @@ __device__ __forceinline__ void load_gather_async(const char* const (&src)[NT],
   }
 }
 
-// Copy a ROWS x D staged tile from shared memory to global rows (16-byte stores); rows with a
-// negative offset are skipped.
-template <int ROWS, int D, int NTHREADS, typename RowOffset>
-__device__ __forceinline__ void store_rows(char* dst, uint32_t src, RowOffset row_offset, int tid) {
+// Copy a ROWS x D staged tile of T from shared memory to global rows (16-byte stores); rows with
+// a negative offset are skipped. A stored chunk holding a NaN or an Inf raises *nonfinite: a
+// masked pair's 0 * x may have put it there (cuda/repair/).
+template <typename T, int ROWS, int D, int NTHREADS, typename RowOffset>
+__device__ __forceinline__ void store_rows(char* dst, uint32_t src, RowOffset row_offset, int tid,
+                                           unsigned* nonfinite) {
   using Sm = SmemTile<D>;
   constexpr int kTotal = ROWS * Sm::kChunks;
   static_assert(kTotal % NTHREADS == 0, "tile chunks must split evenly over the threads");
@@ -96,7 +99,11 @@ __device__ __forceinline__ void store_rows(char* dst, uint32_t src, RowOffset ro
     const int i = tid + it * NTHREADS;
     const int row = i / Sm::kChunks, c = i % Sm::kChunks;
     const int64_t off = row_offset(row);
-    if (off >= 0) *reinterpret_cast<uint4*>(dst + off + c * 16) = lds_u128(src + Sm::offset(row, c));
+    if (off >= 0) {
+      const uint4 v = lds_u128(src + Sm::offset(row, c));
+      *reinterpret_cast<uint4*>(dst + off + c * 16) = v;
+      flag_nonfinite<T>(v, nonfinite);
+    }
   }
 }
 

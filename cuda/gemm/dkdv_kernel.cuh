@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/pdl.cuh"
 #include "../common/problem.h"
 #include "config.cuh"
 #include "smem_io.cuh"
@@ -25,7 +26,8 @@ __global__ void __launch_bounds__(kThreads, Cfg<T, D>::kKvMinBlocks)
     dkdv_kernel(const Problem p, const TileGrid tg, const T* __restrict__ q,
                 const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
                 const float* __restrict__ lse, const float* __restrict__ delta,
-                T* __restrict__ dk, T* __restrict__ dv) {
+                T* __restrict__ dk, T* __restrict__ dv, unsigned* nonfinite) {
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using L = DkvLayout<T, D>;
   constexpr int BQ = L::kChunk, LD = L::kLd, LDP = L::kLdP, NTS = BQ / 8, NTO = D / 8;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -160,8 +162,8 @@ __global__ void __launch_bounds__(kThreads, Cfg<T, D>::kKvMinBlocks)
   acc_to_smem<T, NTO>(dk_acc, sKo, LD, lane, p.scale);
   acc_to_smem<T, NTO>(dv_acc, sVo, LD, lane);
   __syncwarp();
-  warp_store_rows<T, D>(sKo, LD, dk, s_koff + warp * 16, lane);
-  warp_store_rows<T, D>(sVo, LD, dv, s_koff + warp * 16, lane);
+  warp_store_rows<T, D>(sKo, LD, dk, s_koff + warp * 16, lane, nonfinite);
+  warp_store_rows<T, D>(sVo, LD, dv, s_koff + warp * 16, lane, nonfinite);
 }
 
 }  // namespace gemm

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/pdl.cuh"
 #include "../common/problem.h"
 #include "config.cuh"
 #include "smem_io.cuh"
@@ -23,7 +24,8 @@ __global__ void __launch_bounds__(kThreads, Cfg<T, D>::kDqMinBlocks)
     dq_kernel(const Problem p, const TileGrid tg, const T* __restrict__ q,
               const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
               const float* __restrict__ lse, const float* __restrict__ delta,
-              T* __restrict__ dq) {
+              T* __restrict__ dq, unsigned* nonfinite) {
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using L = DqLayout<T, D>;
   constexpr int BN = L::kChunk, LD = L::kLd, LDP = L::kLdP, NTS = BN / 8, NTO = D / 8;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -121,7 +123,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<T, D>::kDqMinBlocks)
   T* sOw = sQ + warp * 16 * LD;  // this warp's own Q rows
   acc_to_smem<T, NTO>(acc, sOw, LD, lane, p.scale);
   __syncwarp();
-  warp_store_rows<T, D>(sOw, LD, dq, s_qoff + warp * 16, lane);
+  warp_store_rows<T, D>(sOw, LD, dq, s_qoff + warp * 16, lane, nonfinite);
 }
 
 }  // namespace gemm

@@ -35,12 +35,14 @@ cudaError_t bwd_d(const Problem& p, const BwdArgs& a, cudaStream_t s) {
 }  // namespace
 
 cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t stream) {
+  if (!a.nonfinite) return cudaErrorInvalidValue;
   return dispatch_dtype(p, [&](auto t) { return fwd_d<typename decltype(t)::type>(p, a, stream); });
 }
 
 size_t bwd_workspace_bytes(const Problem&) { return 0; }
 
 cudaError_t bwd(const Problem& p, const BwdArgs& a, cudaStream_t stream) {
+  if (!a.nonfinite) return cudaErrorInvalidValue;
   return dispatch_dtype(p, [&](auto t) { return bwd_d<typename decltype(t)::type>(p, a, stream); });
 }
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/pdl.cuh"
 #include "../common/problem.h"
 #include "config.cuh"
 #include "smem_io.cuh"
@@ -23,7 +24,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kThreads, Cfg<T, D>::kFwdMinBlocks)
     fwd_kernel(const Problem p, const TileGrid tg, const T* __restrict__ q,
                const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
-               float* __restrict__ lse) {
+               float* __restrict__ lse, unsigned* nonfinite) {
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using L = FwdLayout<T, D>;
   constexpr int BN = L::kChunk, LD = L::kLd, LDP = L::kLdP, NTS = BN / 8, NTO = D / 8;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -152,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<T, D>::kFwdMinBlocks)
   T* sOw = sQ + warp * 16 * LD;
   acc_to_smem<T, NTO>(o, sOw, LD, lane);
   __syncwarp();
-  warp_store_rows<T, D>(sOw, LD, out, s_qoff + warp * 16, lane);
+  warp_store_rows<T, D>(sOw, LD, out, s_qoff + warp * 16, lane, nonfinite);
   if ((lane & 3) == 0) {
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {

@@ -24,10 +24,11 @@ cudaError_t launch_bwd(const Problem& p, const BwdArgs& a, cudaStream_t stream) 
   const T* v = static_cast<const T*>(a.v);
   const T* dout = static_cast<const T*>(a.dout);
   dq_kernel<T, D><<<blocks_q, kThreads, smem_q, stream>>>(p, tg, q, k, v, dout, a.lse, a.delta,
-                                                          static_cast<T*>(a.dq));
+                                                          static_cast<T*>(a.dq), a.nonfinite);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   dkdv_kernel<T, D><<<blocks_kv, kThreads, smem_kv, stream>>>(
-      p, tg, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dk), static_cast<T*>(a.dv));
+      p, tg, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dk), static_cast<T*>(a.dv),
+      a.nonfinite);
   return cudaGetLastError();
 }
 

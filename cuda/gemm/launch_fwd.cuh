@@ -16,7 +16,7 @@ cudaError_t launch_fwd(const Problem& p, const FwdArgs& a, cudaStream_t stream) 
   if (cudaError_t e = prepare_smem(fwd_kernel<T, D>, smem); e != cudaSuccess) return e;
   fwd_kernel<T, D><<<blocks, kThreads, smem, stream>>>(
       p, tg, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
-      static_cast<T*>(a.out), a.lse);
+      static_cast<T*>(a.out), a.lse, a.nonfinite);
   return cudaGetLastError();
 }
 

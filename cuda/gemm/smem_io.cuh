@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../common/nonfinite.cuh"
+
 namespace jax_na {
 namespace gemm {
 
@@ -56,17 +58,23 @@ __device__ __forceinline__ void acc_to_smem(const float (&acc)[NT][4], T* s, int
   }
 }
 
-// A warp's 16 staged rows s[0..16) to global rows g + off[r] (skipped where off[r] < 0).
+// A warp's 16 staged rows s[0..16) to global rows g + off[r] (skipped where off[r] < 0). A
+// stored chunk holding a NaN or an Inf raises *nonfinite: a masked pair's 0 * x may have put it
+// there (cuda/repair/).
 template <typename T, int D>
 __device__ __forceinline__ void warp_store_rows(const T* s, int lds, T* __restrict__ g,
-                                                const int64_t* off, int lane) {
+                                                const int64_t* off, int lane, unsigned* nonfinite) {
   constexpr int kV = 16 / sizeof(T);
   constexpr int kVpr = D / kV;
 #pragma unroll
   for (int i = lane; i < 16 * kVpr; i += 32) {
     const int r = i / kVpr, c = (i % kVpr) * kV;
     const int64_t o = off[r];
-    if (o >= 0) *reinterpret_cast<uint4*>(g + o + c) = *reinterpret_cast<const uint4*>(s + r * lds + c);
+    if (o >= 0) {
+      const uint4 v = *reinterpret_cast<const uint4*>(s + r * lds + c);
+      *reinterpret_cast<uint4*>(g + o + c) = v;
+      flag_nonfinite<T>(v, nonfinite);
+    }
   }
 }
 

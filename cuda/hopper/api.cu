@@ -31,11 +31,8 @@ cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
   if (pr.head_dim != 64 && pr.head_dim != 128) return cudaErrorNotSupported;
   if (!on_sm90()) return cudaErrorNotSupported;
   fused::KernelParams p;
-  const cudaError_t e = fused::make_kernel_params(pr, p);
-  if (e != cudaSuccess) return e;
-  if (p.batch == 0) return cudaSuccess;
-  if (!a.q || !a.k || !a.v || !a.out || !a.lse) return cudaErrorInvalidValue;
-  p.q = a.q, p.k = a.k, p.v = a.v, p.out = a.out, p.lse_out = a.lse;
+  const cudaError_t e = fused::make_fwd_params(pr, a, p);
+  if (e != cudaSuccess || p.batch == 0) return e;
   const int d = int(pr.head_dim);
   return pr.dtype == DType::kF16 ? hopper::launch_fwd<__half>(p, d, stream)
                                  : hopper::launch_fwd<__nv_bfloat16>(p, d, stream);

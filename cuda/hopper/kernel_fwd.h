@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/pdl.cuh"
 #include "../fused/arch.h"
 #include "../fused/params.h"
 #include "../fused/query_tile.h"
@@ -55,6 +56,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
     hopper_fwd_kernel(const KernelParams p) {
 #if JAX_NA_WGMMA
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using namespace fused;
   using Cfg = FwdConfig<T, D>;
   using KV = typename Cfg::KVTile;
@@ -155,7 +157,7 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
   __syncthreads();
   cs.stage(p, c, sQ, row0, lane);
   __syncthreads();
-  store_rows<Cfg::kRows, D, 128>(static_cast<char*>(p.out), sQ, q_off, tid);
+  store_rows<T, Cfg::kRows, D, 128>(static_cast<char*>(p.out), sQ, q_off, tid, p.nonfinite);
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
 #endif

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/pdl.cuh"
 #include "../fused/arch.h"
 #include "../fused/params.h"
 #include "../fused/query_tile.h"
@@ -127,6 +128,7 @@ template <typename T, int D, int BN>
 __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     hopper_fwd_ws_kernel(const KernelParams p, const __grid_constant__ TmaMaps maps) {
 #if JAX_NA_WGMMA
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using namespace fused;
   using Cfg = WsConfig<T, D, BN>;
   using QT = typename Cfg::QTile;
@@ -306,8 +308,8 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   // Each warpgroup stores its own 64 staged rows (disjoint bytes of the staging tile).
   named_sync(4 + wg, 128);
   const int r0 = 64 * wg;
-  store_rows<64, D, 128>(static_cast<char*>(p.out), sQ + SmemTile<D>::bytes(r0),
-                         [&](int row) { return q_off(r0 + row); }, tid & 127);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.out), sQ + SmemTile<D>::bytes(r0),
+                            [&](int row) { return q_off(r0 + row); }, tid & 127, p.nonfinite);
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
 #endif

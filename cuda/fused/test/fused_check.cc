@@ -57,6 +57,20 @@ cudaError_t hopper_or_fused_fwd(const Problem& p, const FwdArgs& a, cudaStream_t
 // The forward under test.
 cudaError_t (*g_fwd)(const Problem&, const FwdArgs&, cudaStream_t) = fused::fwd;
 
+// The kernels' non-finite flag (FwdArgs::nonfinite): one device word, zeroed by each call here.
+unsigned* nonfinite_flag() {
+  static unsigned* flag = nullptr;
+  if (!flag) CK(cudaMalloc(&flag, sizeof(unsigned)));
+  CK(cudaMemset(flag, 0, sizeof(unsigned)));
+  return flag;
+}
+
+unsigned read_flag(const unsigned* flag) {
+  unsigned h = 0;
+  CK(cudaMemcpy(&h, flag, sizeof(h), cudaMemcpyDeviceToHost));
+  return h;
+}
+
 struct Case {
   std::string name;
   int rank;
@@ -148,9 +162,8 @@ struct DBuf {
 template <int D, int MT, int BN>
 cudaError_t fwd_variant_impl(const Problem& pr, const FwdArgs& a) {
   fused::KernelParams p;
-  cudaError_t e = fused::make_kernel_params(pr, p);
+  cudaError_t e = fused::make_fwd_params(pr, a, p);
   if (e != cudaSuccess) return e;
-  p.q = a.q, p.k = a.k, p.v = a.v, p.out = a.out, p.lse_out = a.lse;
   using Cfg = fused::FwdConfig<__nv_bfloat16, D, MT, BN>;
   p.ts = fused::choose_query_stationary(p, Cfg::kLogRows, Cfg::kLogCols);
   fused::set_mask_constants(p);
@@ -353,7 +366,7 @@ void run_case(const Case& cs) {
       delta(nrow, DType::kF32);
   q.upload(hq), k.upload(hk), v.upload(hv), dout.upload(hdo);
   out.poison(), lse.poison();
-  FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p)};
+  FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p), nonfinite_flag()};
   CK(g_fwd(p, fa, 0));
   CK(cudaDeviceSynchronize());
   std::vector<int64_t> rows(nrow);
@@ -379,7 +392,7 @@ void run_case(const Case& cs) {
   void* wsp = nullptr;
   if (ws) CK(cudaMalloc(&wsp, ws));
   BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse_in.p), static_cast<float*>(delta.p),
-             dq.p, dk.p, dv.p, wsp};
+             dq.p, dk.p, dv.p, wsp, fa.nonfinite};
   CK(fused::bwd(p, ba, 0));
   CK(cudaDeviceSynchronize());
   const std::vector<float> gq = dq.download(), gk = dk.download(), gv = dv.download();
@@ -388,6 +401,7 @@ void run_case(const Case& cs) {
   CK(fused::bwd(p, ba, 0));
   CK(cudaDeviceSynchronize());
   const bool det = gq == dq.download() && gk == dk.download() && gv == dv.download();
+  const bool flagged = read_flag(fa.nonfinite) != 0;  // finite inputs must never raise it
   if (wsp) cudaFree(wsp);
   std::vector<double> rdq, rdk, rdv;
   ref_bwd(p, hq, hk, hv, hdo, hl, hd, rdq, rdk, rdv);
@@ -395,7 +409,7 @@ void run_case(const Case& cs) {
   const Tol t = tol_of(cs.dt);
   const bool ok = eo.bad == 0 && lbad == 0 && eq.bad == 0 && ek.bad == 0 && ev.bad == 0 &&
                   eo.rel <= t.out && el <= t.lse && eq.rel <= t.grad && ek.rel <= t.grad &&
-                  ev.rel <= t.grad && det;
+                  ev.rel <= t.grad && det && !flagged;
   if (!ok) ++g_failed;
   if (cs.dt == DType::kBF16) {
     for (const Variant& var : kVariants) {
@@ -412,10 +426,10 @@ void run_case(const Case& cs) {
              (long long)vo.bad, (long long)vb, vok ? "ok" : "FAIL");
     }
   }
-  printf("%-34s %-4s D=%-3d out %.1e lse %.1e dq %.1e dk %.1e dv %.1e nonfinite %lld/%lld/%lld/%lld/%lld det %s  %s\n",
+  printf("%-34s %-4s D=%-3d out %.1e lse %.1e dq %.1e dk %.1e dv %.1e nonfinite %lld/%lld/%lld/%lld/%lld det %s%s  %s\n",
          cs.name.c_str(), dtname(cs.dt), cs.D, eo.rel, el, eq.rel, ek.rel, ev.rel,
          (long long)eo.bad, (long long)lbad, (long long)eq.bad, (long long)ek.bad,
-         (long long)ev.bad, det ? "yes" : "NO", ok ? "ok" : "FAIL");
+         (long long)ev.bad, det ? "yes" : "NO", flagged ? " FLAG RAISED" : "", ok ? "ok" : "FAIL");
   fflush(stdout);
 }
 
@@ -488,14 +502,14 @@ void bench(const Case& cs, bool do_bwd, int reps) {
   DBuf q(nq, cs.dt), k(nkv, cs.dt), v(nkv, cs.dt), out(nq, cs.dt), lse(nrow, DType::kF32);
   fill(q, 1), fill(k, 2), fill(v, 3);
   out.poison(), lse.poison();
-  FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p)};
+  FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p), nonfinite_flag()};
   if (g_profile) {
     DBuf dout(nq, cs.dt), dq(nq, cs.dt), dk(nkv, cs.dt), dv(nkv, cs.dt), delta(nrow, DType::kF32);
     fill(dout, 4);
     CK(cudaMemset(delta.p, 0, nrow * 4));
     CK(g_fwd(p, fa, 0));
     BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse.p), static_cast<float*>(delta.p),
-               dq.p, dk.p, dv.p, nullptr};
+               dq.p, dk.p, dv.p, nullptr, fa.nonfinite};
     CK(fused::bwd(p, ba, 0));
     CK(cudaDeviceSynchronize());
     printf("profiled %s\n", cs.name.c_str());
@@ -541,7 +555,7 @@ void bench(const Case& cs, bool do_bwd, int reps) {
     fill(dout, 4);
     CK(cudaMemset(delta.p, 0, nrow * 4));
     BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse.p), static_cast<float*>(delta.p),
-               dq.p, dk.p, dv.p, nullptr};
+               dq.p, dk.p, dv.p, nullptr, fa.nonfinite};
     b_ms = time_ms([&] { CK(fused::bwd(p, ba, 0)); }, std::max(3, reps / 2));
     CK(cudaDeviceSynchronize());
   }

@@ -1,0 +1,108 @@
+// One 16-byte chunk of out, dq, dk or dv recomputed pair by pair over the neighbourhood, exactly
+// as the semantics define it (the naive family's arithmetic): what the repair kernel stores over
+// a chunk that a tiled kernel left non-finite.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "../common/neighbourhood.cuh"
+#include "../common/problem.h"
+
+namespace jax_na {
+namespace repair {
+
+enum class Quantity { kOut, kDq, kDk, kDv };
+
+// The tensors the exact formulas read (layouts in problem.h; dout, lse, delta: gradients only).
+template <typename T>
+struct Inputs {
+  const T* q;
+  const T* k;
+  const T* v;
+  const T* dout;
+  const float* lse;
+  const float* delta;
+};
+
+template <typename T>
+__device__ __forceinline__ float dot(const T* __restrict__ a, const T* __restrict__ b, int D) {
+  float s = 0.f;
+#pragma unroll 1  // a cold path: few registers, not speed
+  for (int c = 0; c < D; ++c) s = fmaf(nbhd::to_f32(a[c]), nbhd::to_f32(b[c]), s);
+  return s;
+}
+
+// Elements [c0, c0 + N) of row `row` of quantity `what` (rows of out/dq: [batch, tokens, heads];
+// of dk/dv: [batch, tokens, heads_kv]).
+template <typename T, int N>
+__device__ __forceinline__ void exact_chunk(const Problem& p, const Inputs<T>& in, Quantity what,
+                                            int64_t row, int c0, float (&acc)[N]) {
+  const int D = int(p.head_dim);
+  const bool key_rows = what == Quantity::kDk || what == Quantity::kDv;
+  const int64_t nheads = key_rows ? p.heads_kv : p.heads;
+  const int64_t bt = row / nheads;
+  const int64_t b = bt / p.tokens();
+  const int head = int(row % nheads);
+  const int G = int(p.group_size());
+  int x[3];
+  nbhd::token_coords(p, bt % p.tokens(), x);
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i] = 0.f;
+
+  if (key_rows) {  // the queries whose window holds the key, times the GQA group's heads
+    const nbhd::Box box = nbhd::attending_box(p, x);
+    for (int j = 0; j < box.count * G; ++j) {
+      int qx[3];
+      nbhd::box_coords(box, j / G, qx);
+      const int64_t qr = nbhd::token_index(p, b, qx) * p.heads + int64_t(head) * G + j % G;
+      const float pr = expf(dot(in.k + row * D, in.q + qr * D, D) * p.scale - in.lse[qr]);
+      const T* src = in.dout + qr * D;
+      float w = pr;
+      if (what == Quantity::kDk) {
+        w = pr * (dot(in.v + row * D, in.dout + qr * D, D) - in.delta[qr]) * p.scale;
+        src = in.q + qr * D;
+      }
+#pragma unroll
+      for (int i = 0; i < N; ++i) acc[i] = fmaf(w, nbhd::to_f32(src[c0 + i]), acc[i]);
+    }
+    return;
+  }
+
+  const nbhd::Box box = nbhd::neighbour_box(p, x);
+  const int hk = head / G;
+  auto key = [&](int j) {
+    int kx[3];
+    nbhd::box_coords(box, j, kx);
+    return (nbhd::token_index(p, b, kx) * p.heads_kv + hk) * D;
+  };
+  const T* qr = in.q + row * D;
+  if (what == Quantity::kDq) {
+    for (int j = 0; j < box.count; ++j) {
+      const int64_t kr = key(j);
+      const float pr = expf(dot(qr, in.k + kr, D) * p.scale - in.lse[row]);
+      const float ds = pr * (dot(in.dout + row * D, in.v + kr, D) - in.delta[row]) * p.scale;
+#pragma unroll
+      for (int i = 0; i < N; ++i) acc[i] = fmaf(ds, nbhd::to_f32(in.k[kr + c0 + i]), acc[i]);
+    }
+    return;
+  }
+  // Forward: max, then the weighted sum. fmaxf skips a NaN score; exp(NaN - m) then makes the
+  // entry NaN, as the semantics do.
+  float m = -INFINITY, l = 0.f;
+  for (int j = 0; j < box.count; ++j) m = fmaxf(m, dot(qr, in.k + key(j), D) * p.scale);
+  for (int j = 0; j < box.count; ++j) {
+    const int64_t kr = key(j);
+    const float e = expf(dot(qr, in.k + kr, D) * p.scale - m);
+    l += e;
+#pragma unroll
+    for (int i = 0; i < N; ++i) acc[i] = fmaf(e, nbhd::to_f32(in.v[kr + c0 + i]), acc[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i] /= l;
+}
+
+}  // namespace repair
+}  // namespace jax_na

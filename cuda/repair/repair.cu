@@ -1,0 +1,116 @@
+// The repair kernel (repair.h): one launch over the 16-byte chunks of up to three result tensors.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../common/dtype_dispatch.cuh"
+#include "../common/nonfinite.cuh"
+#include "../common/pdl.cuh"
+#include "exact_rows.cuh"
+#include "repair.h"
+
+namespace jax_na {
+namespace repair {
+namespace {
+
+constexpr int kThreads = 256;
+
+// The result tensors of one call, repaired as one index space of chunks.
+struct Results {
+  void* data[3];
+  int64_t chunks[3];
+  Quantity what[3];
+  int n;
+};
+
+// One block per SM, started ahead (PDL); it reads the flag once the kernels before it are done.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 1) repair_kernel(const Problem p, const Inputs<T> in,
+                                                             const Results r, const unsigned* flag) {
+  wait_for_primary();
+  if (*flag == 0) return;  // every stored chunk was finite
+  constexpr int kN = 16 / sizeof(T);
+  int64_t total = 0;
+  for (int s = 0; s < r.n; ++s) total += r.chunks[s];
+  for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * kThreads) {
+    int s = 0;
+    int64_t j = i;
+    while (j >= r.chunks[s]) j -= r.chunks[s++];
+    uint4* at = static_cast<uint4*>(r.data[s]) + j;
+    if (!nonfinite16<T>(*at)) continue;
+    const int64_t e = j * kN;
+    float acc[kN];
+    exact_chunk<T, kN>(p, in, r.what[s], e / p.head_dim, int(e % p.head_dim), acc);
+    uint4 v;
+    T* o = reinterpret_cast<T*>(&v);
+#pragma unroll
+    for (int c = 0; c < kN; ++c) o[c] = nbhd::from_f32<T>(acc[c]);
+    *at = v;
+  }
+}
+
+cudaError_t launch(const Problem& p, const void* q, const void* k, const void* v,
+                   const void* dout, const float* lse, const float* delta, const Results& r,
+                   unsigned* flag, cudaStream_t stream) {
+  if (!flag) return cudaErrorInvalidValue;
+  int64_t total = 0;
+  for (int s = 0; s < r.n; ++s) total += r.chunks[s];
+  if (total == 0) return cudaSuccess;
+  int dev = 0, sms = 0, major = 0;
+  if (cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
+  if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+      e != cudaSuccess)
+    return e;
+  if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+      e != cudaSuccess)
+    return e;
+  cudaLaunchAttribute pdl;
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(std::min<int64_t>(sms, (total + kThreads - 1) / kThreads)));
+  cfg.blockDim = dim3(kThreads);
+  cfg.stream = stream;
+  cfg.attrs = &pdl;
+  cfg.numAttrs = major >= 9 ? 1 : 0;
+  return dispatch_dtype(p, [&](auto t) {
+    using T = typename decltype(t)::type;
+    const Inputs<T> in{static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
+                       static_cast<const T*>(dout), lse, delta};
+    return cudaLaunchKernelEx(&cfg, repair_kernel<T>, p, in, r, flag);
+  });
+}
+
+// 16-byte chunks of a [rows, head_dim] tensor; -1 if a row is not whole chunks.
+int64_t chunks_of(const Problem& p, int64_t heads) {
+  const int64_t row_bytes = p.head_dim * (p.dtype == DType::kF32 ? 4 : 2);
+  if (row_bytes % 16 != 0) return -1;
+  return p.batch * p.tokens() * heads * (row_bytes / 16);
+}
+
+}  // namespace
+
+cudaError_t arm(unsigned* flag, cudaStream_t stream) {
+  return flag ? cudaMemsetAsync(flag, 0, sizeof(unsigned), stream) : cudaErrorInvalidValue;
+}
+
+cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t stream) {
+  const int64_t nq = chunks_of(p, p.heads);
+  if (nq < 0) return cudaErrorNotSupported;
+  const Results r{{a.out}, {nq}, {Quantity::kOut}, 1};
+  return launch(p, a.q, a.k, a.v, nullptr, nullptr, nullptr, r, a.nonfinite, stream);
+}
+
+cudaError_t bwd(const Problem& p, const BwdArgs& a, cudaStream_t stream) {
+  const int64_t nq = chunks_of(p, p.heads), nk = chunks_of(p, p.heads_kv);
+  if (nq < 0 || nk < 0) return cudaErrorNotSupported;
+  const Results r{{a.dq, a.dk, a.dv}, {nq, nk, nk}, {Quantity::kDq, Quantity::kDk, Quantity::kDv}, 3};
+  return launch(p, a.q, a.k, a.v, a.dout, a.lse, a.delta, r, a.nonfinite, stream);
+}
+
+}  // namespace repair
+}  // namespace jax_na
