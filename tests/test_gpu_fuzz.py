@@ -10,7 +10,7 @@ families (item 4).
   run on a GPU machine).
 - Non-finite: a NaN (or a +-Inf value) in one q/k/v token reaches exactly the outputs and
   gradients the semantics name (the dense-mask ground truth of test_hardening.py), on every CUDA
-  family. cuda-naive computes each (query, key) pair alone. The tiled families (cuda-gemm,
+  family: fixed cases, and the fuzz problems without additional keys/values. cuda-naive computes each (query, key) pair alone. The tiled families (cuda-gemm,
   cuda-fused, cuda-hopper) multiply whole tiles, where a masked pair contributes 0 * x, so a
   non-finite x also reaches other rows of its tile; their stores raise a flag and one repair
   launch recomputes every non-finite chunk pair by pair (cuda/repair/repair.h). This test is
@@ -84,8 +84,31 @@ NONFINITE_CASES = {  # name: (problem, dtype)
 }
 
 
-@pytest.mark.parametrize("which,value", [("q", np.nan), ("k", np.nan), ("v", np.nan), ("v", np.inf)],
-                         ids=["q-nan", "k-nan", "v-nan", "v-inf"])
+def _nonfinite_problems(family, p, dtype, x, which, idx):
+    """What differs from the semantics when q/k/v[idx] is non-finite: the non-finite masks of
+    out, lse and the gradients, and the finite entries (repaired ones included) against the
+    reference."""
+    got = _run_grads(p, x, family, dtype)
+    ref = _run_grads(p, x, "reference", dtype)
+    problems_ = []
+    for what, w in _expected_nonfinite(p, which, idx).items():
+        where = f"{what} (poisoned {which}{idx})"
+        bad = _mask_mismatch(got[what], np.where(w, np.nan, 0.0), where)
+        if bad:
+            problems_.append(bad)
+            continue
+        g, r = got[what][~w], ref[what][~w]
+        worst = float(np.max(np.abs(g - r), initial=0.0)) / max(float(np.max(np.abs(r), initial=0.0)), 1e-30)
+        if not (P.rel_err(g, r) <= P.TOL[jnp.dtype(dtype)] and worst <= ELEM_TOL[jnp.dtype(dtype)]):
+            problems_.append(f"{where}: finite entries differ from the reference, "
+                             f"rel {P.rel_err(g, r):.3g}, max elem {worst:.3g} x max|ref|")
+    return problems_
+
+
+POISONS = [("q", np.nan), ("k", np.nan), ("v", np.nan), ("v", np.inf)]
+
+
+@pytest.mark.parametrize("which,value", POISONS, ids=["q-nan", "k-nan", "v-nan", "v-inf"])
 @pytest.mark.parametrize("name", list(NONFINITE_CASES))
 @pytest.mark.parametrize("family", FAMILIES)
 def test_nonfinite_inputs(family, name, which, value):
@@ -94,18 +117,19 @@ def test_nonfinite_inputs(family, name, which, value):
     problems_ = []
     for seed in range(2):
         x, idx = _poison(p, base, which, value, P.stable_seed(name, which, seed))
-        got = _run_grads(p, x, family, dtype)
-        ref = _run_grads(p, x, "reference", dtype)
-        for what, w in _expected_nonfinite(p, which, idx).items():
-            where = f"{what} (poisoned {which}{idx})"
-            bad = _mask_mismatch(got[what], np.where(w, np.nan, 0.0), where)
-            if bad:
-                problems_.append(bad)
-                continue
-            # The finite entries, repaired rows included, carry the reference's values.
-            g, r = got[what][~w], ref[what][~w]
-            worst = float(np.max(np.abs(g - r), initial=0.0)) / max(float(np.max(np.abs(r), initial=0.0)), 1e-30)
-            if not (P.rel_err(g, r) <= P.TOL[jnp.dtype(dtype)] and worst <= ELEM_TOL[jnp.dtype(dtype)]):
-                problems_.append(f"{where}: finite entries differ from the reference, "
-                                 f"rel {P.rel_err(g, r):.3g}, max elem {worst:.3g} x max|ref|")
+        problems_ += _nonfinite_problems(family, p, dtype, x, which, idx)
     assert not problems_, "\n".join(problems_)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(p=problems().filter(lambda p: p.n_extra == 0), dtype=st.sampled_from([P.F32, P.F16, P.BF16]),
+       poison=st.sampled_from(POISONS), seed=st.integers(0, 2**32 - 1))
+def test_fuzz_nonfinite_inputs(family, p, dtype, poison, seed):
+    """test_nonfinite_inputs on the fuzz problems (no additional keys/values: the ground truth
+    covers the neighbourhood only)."""
+    which, value = poison
+    x, idx = _poison(p, P.make_inputs(p, np.random.default_rng(seed)), which, value, seed)
+    problems_ = _nonfinite_problems(family, p, dtype, x, which, idx)
+    assert not problems_, f"{family} {jnp.dtype(dtype).name} [{p.short()}]:\n" + "\n".join(problems_)

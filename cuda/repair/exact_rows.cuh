@@ -16,17 +16,6 @@ namespace repair {
 
 enum class Quantity { kOut, kDq, kDk, kDv };
 
-// The tensors the exact formulas read (layouts in problem.h; dout, lse, delta: gradients only).
-template <typename T>
-struct Inputs {
-  const T* q;
-  const T* k;
-  const T* v;
-  const T* dout;
-  const float* lse;
-  const float* delta;
-};
-
 template <typename T>
 __device__ __forceinline__ float dot(const T* __restrict__ a, const T* __restrict__ b, int D) {
   float s = 0.f;
@@ -36,10 +25,15 @@ __device__ __forceinline__ float dot(const T* __restrict__ a, const T* __restric
 }
 
 // Elements [c0, c0 + N) of row `row` of quantity `what` (rows of out/dq: [batch, tokens, heads];
-// of dk/dv: [batch, tokens, heads_kv]).
+// of dk/dv: [batch, tokens, heads_kv]). `a` holds the tensors the formulas read, of element type
+// T (the forward's only q, k and v).
 template <typename T, int N>
-__device__ __forceinline__ void exact_chunk(const Problem& p, const Inputs<T>& in, Quantity what,
+__device__ __forceinline__ void exact_chunk(const Problem& p, const BwdArgs& a, Quantity what,
                                             int64_t row, int c0, float (&acc)[N]) {
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  const T* dout = static_cast<const T*>(a.dout);
   const int D = int(p.head_dim);
   const bool key_rows = what == Quantity::kDk || what == Quantity::kDv;
   const int64_t nheads = key_rows ? p.heads_kv : p.heads;
@@ -58,12 +52,12 @@ __device__ __forceinline__ void exact_chunk(const Problem& p, const Inputs<T>& i
       int qx[3];
       nbhd::box_coords(box, j / G, qx);
       const int64_t qr = nbhd::token_index(p, b, qx) * p.heads + int64_t(head) * G + j % G;
-      const float pr = expf(dot(in.k + row * D, in.q + qr * D, D) * p.scale - in.lse[qr]);
-      const T* src = in.dout + qr * D;
+      const float pr = expf(dot(k + row * D, q + qr * D, D) * p.scale - a.lse[qr]);
+      const T* src = dout + qr * D;
       float w = pr;
       if (what == Quantity::kDk) {
-        w = pr * (dot(in.v + row * D, in.dout + qr * D, D) - in.delta[qr]) * p.scale;
-        src = in.q + qr * D;
+        w = pr * (dot(v + row * D, dout + qr * D, D) - a.delta[qr]) * p.scale;
+        src = q + qr * D;
       }
 #pragma unroll
       for (int i = 0; i < N; ++i) acc[i] = fmaf(w, nbhd::to_f32(src[c0 + i]), acc[i]);
@@ -78,27 +72,27 @@ __device__ __forceinline__ void exact_chunk(const Problem& p, const Inputs<T>& i
     nbhd::box_coords(box, j, kx);
     return (nbhd::token_index(p, b, kx) * p.heads_kv + hk) * D;
   };
-  const T* qr = in.q + row * D;
+  const T* qr = q + row * D;
   if (what == Quantity::kDq) {
     for (int j = 0; j < box.count; ++j) {
       const int64_t kr = key(j);
-      const float pr = expf(dot(qr, in.k + kr, D) * p.scale - in.lse[row]);
-      const float ds = pr * (dot(in.dout + row * D, in.v + kr, D) - in.delta[row]) * p.scale;
+      const float pr = expf(dot(qr, k + kr, D) * p.scale - a.lse[row]);
+      const float ds = pr * (dot(dout + row * D, v + kr, D) - a.delta[row]) * p.scale;
 #pragma unroll
-      for (int i = 0; i < N; ++i) acc[i] = fmaf(ds, nbhd::to_f32(in.k[kr + c0 + i]), acc[i]);
+      for (int i = 0; i < N; ++i) acc[i] = fmaf(ds, nbhd::to_f32(k[kr + c0 + i]), acc[i]);
     }
     return;
   }
   // Forward: max, then the weighted sum. fmaxf skips a NaN score; exp(NaN - m) then makes the
   // entry NaN, as the semantics do.
   float m = -INFINITY, l = 0.f;
-  for (int j = 0; j < box.count; ++j) m = fmaxf(m, dot(qr, in.k + key(j), D) * p.scale);
+  for (int j = 0; j < box.count; ++j) m = fmaxf(m, dot(qr, k + key(j), D) * p.scale);
   for (int j = 0; j < box.count; ++j) {
     const int64_t kr = key(j);
-    const float e = expf(dot(qr, in.k + kr, D) * p.scale - m);
+    const float e = expf(dot(qr, k + kr, D) * p.scale - m);
     l += e;
 #pragma unroll
-    for (int i = 0; i < N; ++i) acc[i] = fmaf(e, nbhd::to_f32(in.v[kr + c0 + i]), acc[i]);
+    for (int i = 0; i < N; ++i) acc[i] = fmaf(e, nbhd::to_f32(v[kr + c0 + i]), acc[i]);
   }
 #pragma unroll
   for (int i = 0; i < N; ++i) acc[i] /= l;

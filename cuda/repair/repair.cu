@@ -28,7 +28,7 @@ struct Results {
 
 // One block per SM, started ahead (PDL); it reads the flag once the kernels before it are done.
 template <typename T>
-__global__ void __launch_bounds__(kThreads, 1) repair_kernel(const Problem p, const Inputs<T> in,
+__global__ void __launch_bounds__(kThreads, 1) repair_kernel(const Problem p, const BwdArgs in,
                                                              const Results r, const unsigned* flag) {
   wait_for_primary();
   if (*flag == 0) return;  // every stored chunk was finite
@@ -53,9 +53,9 @@ __global__ void __launch_bounds__(kThreads, 1) repair_kernel(const Problem p, co
   }
 }
 
-cudaError_t launch(const Problem& p, const void* q, const void* k, const void* v,
-                   const void* dout, const float* lse, const float* delta, const Results& r,
-                   unsigned* flag, cudaStream_t stream) {
+// in: the tensors the exact formulas read (a forward's: q, k, v only).
+cudaError_t launch(const Problem& p, const BwdArgs& in, const Results& r, const unsigned* flag,
+                   cudaStream_t stream) {
   if (!flag) return cudaErrorInvalidValue;
   int64_t total = 0;
   for (int s = 0; s < r.n; ++s) total += r.chunks[s];
@@ -78,10 +78,7 @@ cudaError_t launch(const Problem& p, const void* q, const void* k, const void* v
   cfg.attrs = &pdl;
   cfg.numAttrs = major >= 9 ? 1 : 0;
   return dispatch_dtype(p, [&](auto t) {
-    using T = typename decltype(t)::type;
-    const Inputs<T> in{static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
-                       static_cast<const T*>(dout), lse, delta};
-    return cudaLaunchKernelEx(&cfg, repair_kernel<T>, p, in, r, flag);
+    return cudaLaunchKernelEx(&cfg, repair_kernel<typename decltype(t)::type>, p, in, r, flag);
   });
 }
 
@@ -102,14 +99,15 @@ cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t stream) {
   const int64_t nq = chunks_of(p, p.heads);
   if (nq < 0) return cudaErrorNotSupported;
   const Results r{{a.out}, {nq}, {Quantity::kOut}, 1};
-  return launch(p, a.q, a.k, a.v, nullptr, nullptr, nullptr, r, a.nonfinite, stream);
+  const BwdArgs in{a.q, a.k, a.v, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  return launch(p, in, r, a.nonfinite, stream);
 }
 
 cudaError_t bwd(const Problem& p, const BwdArgs& a, cudaStream_t stream) {
   const int64_t nq = chunks_of(p, p.heads), nk = chunks_of(p, p.heads_kv);
   if (nq < 0 || nk < 0) return cudaErrorNotSupported;
   const Results r{{a.dq, a.dk, a.dv}, {nq, nk, nk}, {Quantity::kDq, Quantity::kDk, Quantity::kDv}, 3};
-  return launch(p, a.q, a.k, a.v, a.dout, a.lse, a.delta, r, a.nonfinite, stream);
+  return launch(p, a, r, a.nonfinite, stream);
 }
 
 }  // namespace repair
