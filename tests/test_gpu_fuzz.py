@@ -7,7 +7,7 @@ families (item 4).
   compares every CUDA family jax_na.available_families() reports with backend="reference": out,
   lse and the three gradients, with tests/test_gpu.py's tolerances. JAX_NA_GPU_FUZZ_EXAMPLES
   sets the examples per family (default 6, derandomized like the CI profile; e.g. 60 for a long
-  run on a GPU machine).
+  run on a GPU machine; the non-finite fuzz below runs a third as many, at least 2).
 - Non-finite: a NaN (or a +-Inf value) in one q/k/v token reaches exactly the outputs and
   gradients the semantics name (the dense-mask ground truth of test_hardening.py), on every CUDA
   family: fixed cases, and the fuzz problems without additional keys/values. cuda-naive computes each (query, key) pair alone. The tiled families (cuda-gemm,
@@ -35,6 +35,8 @@ from .test_hardening import _expected_nonfinite, _mask_mismatch, _poison, _run_g
 pytestmark = pytest.mark.gpu
 
 EXAMPLES = int(os.environ.get("JAX_NA_GPU_FUZZ_EXAMPLES", "6"))
+# Each non-finite example compiles the family and the reference anew: a third as many.
+NONFINITE_EXAMPLES = max(2, EXAMPLES // 3)
 MAX_EXTENT = {1: 300, 2: 40, 3: 14}
 
 
@@ -122,8 +124,8 @@ def test_nonfinite_inputs(family, name, which, value):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=NONFINITE_EXAMPLES, deadline=None, derandomize=True, database=None,
+          print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(p=problems().filter(lambda p: p.n_extra == 0), dtype=st.sampled_from([P.F32, P.F16, P.BF16]),
        poison=st.sampled_from(POISONS), seed=st.integers(0, 2**32 - 1))
 def test_fuzz_nonfinite_inputs(family, p, dtype, poison, seed):
