@@ -38,6 +38,22 @@ __device__ __forceinline__ int64_t token_index(const Problem& p, int64_t b, cons
   return ((b * p.dim[0].extent + x[0]) * p.dim[1].extent + x[1]) * int64_t(p.dim[2].extent) + x[2];
 }
 
+// Row `row` of a [batch, tokens, nheads] tensor: its batch element, head and coordinates.
+struct RowPos {
+  int64_t b;
+  int head;
+  int x[3];
+};
+
+__device__ __forceinline__ RowPos row_pos(const Problem& p, int64_t row, int64_t nheads) {
+  RowPos r;
+  r.head = int(row % nheads);
+  const int64_t bt = row / nheads;
+  r.b = bt / p.tokens();
+  token_coords(p, bt % p.tokens(), r.x);
+  return r;
+}
+
 // A box of positions in one dilation group: coordinate along dim i of box element (j0, j1, j2)
 // is (start[i] + j_i) * dil[i] + grp[i].
 struct Box {
@@ -53,6 +69,24 @@ __device__ __forceinline__ void box_coords(const Box& b, int j, int x[3]) {
   x[0] = (b.start[0] + j0) * b.dil[0] + b.grp[0];
   x[1] = (b.start[1] + j1) * b.dil[1] + b.grp[1];
   x[2] = (b.start[2] + j2) * b.dil[2] + b.grp[2];
+}
+
+// Key/value row (head hk of batch element b) of element j of a box of keys.
+__device__ __forceinline__ int64_t key_row(const Problem& p, const Box& box, int64_t b, int j,
+                                           int hk) {
+  int kx[3];
+  box_coords(box, j, kx);
+  return token_index(p, b, kx) * p.heads_kv + hk;
+}
+
+// Query row of pair j of a box of queries times key/value head hk's GQA group (query j / G,
+// query head hk * G + j % G).
+__device__ __forceinline__ int64_t query_row(const Problem& p, const Box& box, int64_t b, int j,
+                                             int hk) {
+  const int G = int(p.group_size());
+  int qx[3];
+  box_coords(box, j / G, qx);
+  return token_index(p, b, qx) * p.heads + int64_t(hk) * G + j % G;
 }
 
 // The neighbours (keys) of the query at coordinates x.

@@ -47,13 +47,8 @@ __global__ void __launch_bounds__(kMaxWarpsPerBlock * 32, 4)
   float* s_dq = s_do + p.head_dim;
 
   const int D = int(p.head_dim);
-  const int64_t N = p.tokens();
-  const int h = int(row % p.heads);
-  const int64_t bt = row / p.heads;
-  const int64_t b = bt / N;
-  int x[3];
-  token_coords(p, bt % N, x);
-  const int hk = int(h / p.group_size());
+  const RowPos rp = row_pos(p, row, p.heads);
+  const int hk = int(rp.head / p.group_size());
 
   for (int c = lane; c < D; c += 32) {
     s_q[c] = to_f32(q[row * D + c]);
@@ -63,13 +58,11 @@ __global__ void __launch_bounds__(kMaxWarpsPerBlock * 32, 4)
   __syncwarp();
   const float row_lse = lse[row], row_delta = delta[row];
 
-  const Box box = neighbour_box(p, x);
+  const Box box = neighbour_box(p, rp.x);
   for (int j0 = 0; j0 < box.count; j0 += kChunk) {
     const int n = min(kChunk, box.count - j0);
     for (int t = lane; t < n; t += 32) {
-      int kx[3];
-      box_coords(box, j0 + t, kx);
-      const int64_t off = (token_index(p, b, kx) * p.heads_kv + hk) * D;
+      const int64_t off = key_row(p, box, rp.b, j0 + t, hk) * D;
       const float s = dot_row(s_q, k + off, D) * p.scale;
       const float pr = expf(s - row_lse);
       const float dp = dot_row(s_do, v + off, D);
@@ -108,13 +101,8 @@ __global__ void __launch_bounds__(kMaxWarpsPerBlock * 32, 4)
   float* s_dv = s_dk + p.head_dim;
 
   const int D = int(p.head_dim);
-  const int64_t N = p.tokens();
   const int G = int(p.group_size());
-  const int hk = int(row % p.heads_kv);
-  const int64_t bt = row / p.heads_kv;
-  const int64_t b = bt / N;
-  int x[3];
-  token_coords(p, bt % N, x);
+  const RowPos rp = row_pos(p, row, p.heads_kv);
 
   for (int c = lane; c < D; c += 32) {
     s_k[c] = to_f32(k[row * D + c]);
@@ -124,15 +112,12 @@ __global__ void __launch_bounds__(kMaxWarpsPerBlock * 32, 4)
   }
   __syncwarp();
 
-  const Box box = attending_box(p, x);
+  const Box box = attending_box(p, rp.x);
   const int pairs = box.count * G;  // (query, head of the group), head fastest
   for (int j0 = 0; j0 < pairs; j0 += kChunk) {
     const int n = min(kChunk, pairs - j0);
     for (int t = lane; t < n; t += 32) {
-      const int pair = j0 + t;
-      int qx[3];
-      box_coords(box, pair / G, qx);
-      const int64_t qrow = token_index(p, b, qx) * p.heads + int64_t(hk) * G + pair % G;
+      const int64_t qrow = query_row(p, box, rp.b, j0 + t, rp.head);
       const int64_t off = qrow * D;
       const float s = dot_row(s_k, q + off, D) * p.scale;
       const float pr = expf(s - lse[qrow]);

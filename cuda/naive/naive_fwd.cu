@@ -40,13 +40,8 @@ __global__ void __launch_bounds__(kMaxWarpsPerBlock * 32, 4)
   float* s_acc = s_q + p.head_dim;
 
   const int D = int(p.head_dim);
-  const int64_t N = p.tokens();
-  const int h = int(row % p.heads);
-  const int64_t bt = row / p.heads;
-  const int64_t b = bt / N;
-  int x[3];
-  token_coords(p, bt % N, x);
-  const int hk = int(h / p.group_size());
+  const RowPos rp = row_pos(p, row, p.heads);
+  const int hk = int(rp.head / p.group_size());
 
   const T* qrow = q + row * D;
   for (int c = lane; c < D; c += 32) {
@@ -55,15 +50,13 @@ __global__ void __launch_bounds__(kMaxWarpsPerBlock * 32, 4)
   }
   __syncwarp();
 
-  const Box box = neighbour_box(p, x);
+  const Box box = neighbour_box(p, rp.x);
   float m = -INFINITY, l = 0.f;
   for (int j0 = 0; j0 < box.count; j0 += kChunk) {
     const int n = min(kChunk, box.count - j0);
     float mx = -INFINITY;
     for (int t = lane; t < n; t += 32) {
-      int kx[3];
-      box_coords(box, j0 + t, kx);
-      const int64_t off = (token_index(p, b, kx) * p.heads_kv + hk) * D;
+      const int64_t off = key_row(p, box, rp.b, j0 + t, hk) * D;
       const float s = dot_row(s_q, k + off, D) * p.scale;
       s_off[t] = off;
       s_p[t] = s;

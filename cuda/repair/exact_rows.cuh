@@ -36,22 +36,14 @@ __device__ __forceinline__ void exact_chunk(const Problem& p, const BwdArgs& a, 
   const T* dout = static_cast<const T*>(a.dout);
   const int D = int(p.head_dim);
   const bool key_rows = what == Quantity::kDk || what == Quantity::kDv;
-  const int64_t nheads = key_rows ? p.heads_kv : p.heads;
-  const int64_t bt = row / nheads;
-  const int64_t b = bt / p.tokens();
-  const int head = int(row % nheads);
-  const int G = int(p.group_size());
-  int x[3];
-  nbhd::token_coords(p, bt % p.tokens(), x);
+  const nbhd::RowPos rp = nbhd::row_pos(p, row, key_rows ? p.heads_kv : p.heads);
 #pragma unroll
   for (int i = 0; i < N; ++i) acc[i] = 0.f;
 
   if (key_rows) {  // the queries whose window holds the key, times the GQA group's heads
-    const nbhd::Box box = nbhd::attending_box(p, x);
-    for (int j = 0; j < box.count * G; ++j) {
-      int qx[3];
-      nbhd::box_coords(box, j / G, qx);
-      const int64_t qr = nbhd::token_index(p, b, qx) * p.heads + int64_t(head) * G + j % G;
+    const nbhd::Box box = nbhd::attending_box(p, rp.x);
+    for (int j = 0; j < box.count * int(p.group_size()); ++j) {
+      const int64_t qr = nbhd::query_row(p, box, rp.b, j, rp.head);
       const float pr = expf(dot(k + row * D, q + qr * D, D) * p.scale - a.lse[qr]);
       const T* src = dout + qr * D;
       float w = pr;
@@ -65,13 +57,9 @@ __device__ __forceinline__ void exact_chunk(const Problem& p, const BwdArgs& a, 
     return;
   }
 
-  const nbhd::Box box = nbhd::neighbour_box(p, x);
-  const int hk = head / G;
-  auto key = [&](int j) {
-    int kx[3];
-    nbhd::box_coords(box, j, kx);
-    return (nbhd::token_index(p, b, kx) * p.heads_kv + hk) * D;
-  };
+  const nbhd::Box box = nbhd::neighbour_box(p, rp.x);
+  const int hk = int(rp.head / p.group_size());
+  auto key = [&](int j) { return nbhd::key_row(p, box, rp.b, j, hk) * D; };
   const T* qr = q + row * D;
   if (what == Quantity::kDq) {
     for (int j = 0; j < box.count; ++j) {

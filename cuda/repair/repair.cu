@@ -99,7 +99,8 @@ cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t stream) {
   const int64_t nq = chunks_of(p, p.heads);
   if (nq < 0) return cudaErrorNotSupported;
   const Results r{{a.out}, {nq}, {Quantity::kOut}, 1};
-  const BwdArgs in{a.q, a.k, a.v, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  BwdArgs in{};  // the forward's formula reads q, k and v only
+  in.q = a.q, in.k = a.k, in.v = a.v;
   return launch(p, in, r, a.nonfinite, stream);
 }
 
