@@ -22,7 +22,7 @@ namespace jax_na {
 JAX_NA_DECLARE_FAMILY(naive)
 JAX_NA_DECLARE_FAMILY(gemm)
 JAX_NA_DECLARE_FAMILY(fused)
-JAX_NA_DECLARE_FAMILY(hopper)  // sm_90a wgmma forward; backward by the fused kernels
+JAX_NA_DECLARE_FAMILY(hopper)  // sm_90a wgmma forward and backward
 
 #undef JAX_NA_DECLARE_FAMILY
 

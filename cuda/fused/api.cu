@@ -77,16 +77,20 @@ cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
 
 size_t bwd_workspace_bytes(const Problem&) { return 0; }
 
-cudaError_t bwd(const Problem& pr, const BwdArgs& a, cudaStream_t stream) {
-  KernelParams p;
-  cudaError_t e = make_kernel_params(pr, p);
-  if (e != cudaSuccess) return e;
-  if (p.batch == 0) return cudaSuccess;
-  if (!a.q || !a.k || !a.v || !a.dout || !a.lse || !a.delta || !a.dq || !a.dk || !a.dv ||
-      !a.nonfinite)
+cudaError_t make_bwd_params(const Problem& pr, const BwdArgs& a, KernelParams& p) {
+  if (const cudaError_t e = make_kernel_params(pr, p); e != cudaSuccess) return e;
+  if (p.batch > 0 && (!a.q || !a.k || !a.v || !a.dout || !a.lse || !a.delta || !a.dq || !a.dk ||
+                      !a.dv || !a.nonfinite))
     return cudaErrorInvalidValue;
   p.q = a.q, p.k = a.k, p.v = a.v, p.dout = a.dout, p.lse_in = a.lse, p.delta = a.delta;
   p.dq = a.dq, p.dk = a.dk, p.dv = a.dv, p.nonfinite = a.nonfinite;
+  return cudaSuccess;
+}
+
+cudaError_t bwd(const Problem& pr, const BwdArgs& a, cudaStream_t stream) {
+  KernelParams p;
+  cudaError_t e = make_bwd_params(pr, a, p);
+  if (e != cudaSuccess || p.batch == 0) return e;
   const int d = int(pr.head_dim);
   switch (pr.dtype) {
     case DType::kF16:

@@ -20,6 +20,8 @@ namespace fused {
 cudaError_t make_kernel_params(const Problem& pr, KernelParams& p);
 // ... plus the forward's tensors (cudaErrorInvalidValue if one is null on a nonempty batch).
 cudaError_t make_fwd_params(const Problem& pr, const FwdArgs& a, KernelParams& p);
+// ... plus the backward's tensors (the same rule).
+cudaError_t make_bwd_params(const Problem& pr, const BwdArgs& a, KernelParams& p);
 
 // Tensor-core paths (T = __half or __nv_bfloat16); head_dim 32, 64 or 128.
 template <typename T>

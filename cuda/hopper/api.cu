@@ -1,9 +1,9 @@
 // Entry points of the Hopper family (cuda/common/families.h).
 //
-// Forward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 64 and 128. Anything else (another
-// GPU, dtype or head_dim) returns cudaErrorNotSupported; Python routes those problems to the
-// fused family. Backward: the fused family's deterministic kernels (mma.sync, run on sm_90a
-// too), until a wgmma backward exists.
+// Forward and backward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 64 and 128; the backward
+// is deterministic (key-stationary dK/dV, query-stationary dQ, no atomics, no workspace).
+// Anything else (another GPU, dtype or head_dim) returns cudaErrorNotSupported; Python routes
+// those problems to the fused family.
 #include <cuda_runtime.h>
 
 #include "../fused/launch.h"
@@ -38,12 +38,22 @@ cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
                                  : hopper::launch_fwd<__nv_bfloat16>(p, d, stream);
 }
 
-size_t bwd_workspace_bytes(const Problem& pr) { return fused::bwd_workspace_bytes(pr); }
+size_t bwd_workspace_bytes(const Problem&) { return 0; }
 
 cudaError_t bwd(const Problem& pr, const BwdArgs& a, cudaStream_t stream) {
   if (pr.dtype != DType::kF16 && pr.dtype != DType::kBF16) return cudaErrorNotSupported;
   if (pr.head_dim != 64 && pr.head_dim != 128) return cudaErrorNotSupported;
-  return fused::bwd(pr, a, stream);
+  if (!on_sm90()) return cudaErrorNotSupported;
+  fused::KernelParams p;
+  cudaError_t e = fused::make_bwd_params(pr, a, p);
+  if (e != cudaSuccess || p.batch == 0) return e;
+  const int d = int(pr.head_dim);
+  if (pr.dtype == DType::kF16) {
+    e = hopper::launch_bwd_dkdv<__half>(p, d, stream);
+    return e != cudaSuccess ? e : hopper::launch_bwd_dq<__half>(p, d, stream);
+  }
+  e = hopper::launch_bwd_dkdv<__nv_bfloat16>(p, d, stream);
+  return e != cudaSuccess ? e : hopper::launch_bwd_dq<__nv_bfloat16>(p, d, stream);
 }
 
 }  // namespace hopper

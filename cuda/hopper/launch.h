@@ -1,5 +1,6 @@
-// Host side of the Hopper family: the per-dtype forward launchers (defined in fwd_{f16,bf16}.cu,
-// one each for parallel compilation, through instantiate.h).
+// Host side of the Hopper family: the per-dtype launchers (forward in fwd_{f16,bf16}.cu through
+// instantiate.h; backward in bwd_{dq,dkdv}_{f16,bf16}.cu through instantiate_bwd.h; one file
+// each for parallel compilation).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -16,6 +17,15 @@ template <typename T>
 cudaError_t launch_fwd(fused::KernelParams p, int head_dim, cudaStream_t stream);
 template <> cudaError_t launch_fwd<__half>(fused::KernelParams, int, cudaStream_t);
 template <> cudaError_t launch_fwd<__nv_bfloat16>(fused::KernelParams, int, cudaStream_t);
+// Backward, the same head dims and types: dK/dV (key-stationary), then dQ (query-stationary).
+template <typename T>
+cudaError_t launch_bwd_dkdv(fused::KernelParams p, int head_dim, cudaStream_t stream);
+template <typename T>
+cudaError_t launch_bwd_dq(fused::KernelParams p, int head_dim, cudaStream_t stream);
+template <> cudaError_t launch_bwd_dkdv<__half>(fused::KernelParams, int, cudaStream_t);
+template <> cudaError_t launch_bwd_dkdv<__nv_bfloat16>(fused::KernelParams, int, cudaStream_t);
+template <> cudaError_t launch_bwd_dq<__half>(fused::KernelParams, int, cudaStream_t);
+template <> cudaError_t launch_bwd_dq<__nv_bfloat16>(fused::KernelParams, int, cudaStream_t);
 
 }  // namespace hopper
 }  // namespace jax_na

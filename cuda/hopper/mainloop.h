@@ -18,6 +18,7 @@
 #include "../fused/query_tile.h"
 #include "../fused/softmax.h"
 #include "smem_layout.h"
+#include "warpgroup_gemm.h"
 #include "wgmma.h"
 
 namespace jax_na {
@@ -52,17 +53,12 @@ struct Consumer {
   }
 
   __device__ __forceinline__ void issue_s(float (&s)[NT][4], uint32_t k_tile) const {
-    const uint64_t dk = KV::k_major(k_tile);
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks)
-      wgmma_ss<T, BN>(s, desc_plus(dq, QT::k_step(ks)), desc_plus(dk, KV::k_step(ks)), ks > 0);
+    gemm_ss_abt<T, BN, D, QT, KV>(s, dq, KV::k_major(k_tile));
     wgmma_commit();
   }
 
   __device__ __forceinline__ void issue_pv(uint32_t v_tile) {
-    const uint64_t dv = KV::mn_major(v_tile);
-#pragma unroll
-    for (int kk = 0; kk < KK; ++kk) wgmma_rs<T, D>(o, pa[kk], desc_plus(dv, KV::mn_step(kk)), 1);
+    gemm_rs_ab<T, D, KK, KV>(o, pa, KV::mn_major(v_tile));
   }
 
   // S of the tile at tb has landed: masks where needed, then the softmax's scores half.
@@ -91,15 +87,7 @@ struct Consumer {
   }
 
   // P of this tile, as the A operand of its P V.
-  __device__ __forceinline__ void keep_p(const float (&s)[NT][4]) {
-#pragma unroll
-    for (int kk = 0; kk < KK; ++kk) {
-      pa[kk][0] = fused::pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      pa[kk][1] = fused::pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      pa[kk][2] = fused::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[kk][3] = fused::pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
-  }
+  __device__ __forceinline__ void keep_p(const float (&s)[NT][4]) { pack_a<T, KK>(s, pa); }
 
   // The last P V of a stream (nothing left to overlap it with).
   __device__ __forceinline__ void last_pv(uint32_t v_tile) {

@@ -11,7 +11,7 @@
 // or run cuda/fused/test/run_device.sh (builds it when no prebuilt binary runs).
 // Run: ./fused_check [--no-bench] [--no-check] [--only CASE] [--bench PROBLEM] [--reps N]
 //      [--profile] [--hopper]  (--profile: one forward + backward per selected problem, for ncu;
-//      --hopper: forward by the Hopper family, cuda/hopper/*.cu linked in)
+//      --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -47,15 +47,21 @@ using namespace jax_na;
 
 namespace {
 
-// --hopper: the Hopper forward where it runs (f16/bf16, head_dim 64/128), else the fused one,
+// --hopper: the Hopper kernels where they run (f16/bf16, head_dim 64/128), else the fused ones,
 // as jax_na routes backend="cuda-hopper".
 cudaError_t hopper_or_fused_fwd(const Problem& p, const FwdArgs& a, cudaStream_t s) {
   const cudaError_t e = hopper::fwd(p, a, s);
   return e == cudaErrorNotSupported ? fused::fwd(p, a, s) : e;
 }
 
-// The forward under test.
+cudaError_t hopper_or_fused_bwd(const Problem& p, const BwdArgs& a, cudaStream_t s) {
+  const cudaError_t e = hopper::bwd(p, a, s);
+  return e == cudaErrorNotSupported ? fused::bwd(p, a, s) : e;
+}
+
+// The forward and backward under test.
 cudaError_t (*g_fwd)(const Problem&, const FwdArgs&, cudaStream_t) = fused::fwd;
+cudaError_t (*g_bwd)(const Problem&, const BwdArgs&, cudaStream_t) = fused::bwd;
 
 // The kernels' non-finite flag (FwdArgs::nonfinite): one device word, zeroed by each call here.
 unsigned* nonfinite_flag() {
@@ -393,12 +399,12 @@ void run_case(const Case& cs) {
   if (ws) CK(cudaMalloc(&wsp, ws));
   BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse_in.p), static_cast<float*>(delta.p),
              dq.p, dk.p, dv.p, wsp, fa.nonfinite};
-  CK(fused::bwd(p, ba, 0));
+  CK(g_bwd(p, ba, 0));
   CK(cudaDeviceSynchronize());
   const std::vector<float> gq = dq.download(), gk = dk.download(), gv = dv.download();
   // Determinism: a second run must match bit for bit.
   dq.poison(), dk.poison(), dv.poison();
-  CK(fused::bwd(p, ba, 0));
+  CK(g_bwd(p, ba, 0));
   CK(cudaDeviceSynchronize());
   const bool det = gq == dq.download() && gk == dk.download() && gv == dv.download();
   const bool flagged = read_flag(fa.nonfinite) != 0;  // finite inputs must never raise it
@@ -510,7 +516,7 @@ void bench(const Case& cs, bool do_bwd, int reps) {
     CK(g_fwd(p, fa, 0));
     BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse.p), static_cast<float*>(delta.p),
                dq.p, dk.p, dv.p, nullptr, fa.nonfinite};
-    CK(fused::bwd(p, ba, 0));
+    CK(g_bwd(p, ba, 0));
     CK(cudaDeviceSynchronize());
     printf("profiled %s\n", cs.name.c_str());
     return;
@@ -556,7 +562,7 @@ void bench(const Case& cs, bool do_bwd, int reps) {
     CK(cudaMemset(delta.p, 0, nrow * 4));
     BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse.p), static_cast<float*>(delta.p),
                dq.p, dk.p, dv.p, nullptr, fa.nonfinite};
-    b_ms = time_ms([&] { CK(fused::bwd(p, ba, 0)); }, std::max(3, reps / 2));
+    b_ms = time_ms([&] { CK(g_bwd(p, ba, 0)); }, std::max(3, reps / 2));
     CK(cudaDeviceSynchronize());
   }
   g_bench.push_back({cs.name, f_ms, b_ms, flops / f_ms * 1e-9,
@@ -593,7 +599,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--bench") && i + 1 < argc) g_bench_only = argv[++i];
     if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
     if (!strcmp(argv[i], "--profile")) g_profile = true;
-    if (!strcmp(argv[i], "--hopper")) g_fwd = hopper_or_fused_fwd;
+    if (!strcmp(argv[i], "--hopper")) g_fwd = hopper_or_fused_fwd, g_bwd = hopper_or_fused_bwd;
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));

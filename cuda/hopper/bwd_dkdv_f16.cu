@@ -1,0 +1,5 @@
+// Hopper backward dK/dV, f16: instantiations for head_dim 64 and 128.
+#include "kernel_bwd_dkdv.h"
+#include "instantiate_bwd.h"
+
+JAX_NA_HOPPER_INSTANTIATE_BWD(launch_bwd_dkdv, BwdDkdvConfig, hopper_bwd_dkdv_kernel, __half, kKey)

@@ -1,0 +1,5 @@
+// Hopper backward dQ, f16: instantiations for head_dim 64 and 128.
+#include "kernel_bwd_dq.h"
+#include "instantiate_bwd.h"
+
+JAX_NA_HOPPER_INSTANTIATE_BWD(launch_bwd_dq, BwdDqConfig, hopper_bwd_dq_kernel, __half, kQuery)

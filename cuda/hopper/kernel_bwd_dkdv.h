@@ -1,0 +1,201 @@
+// Backward dK/dV kernel of the Hopper family (sm_90a): the fused family's key-stationary dK/dV
+// (cuda/fused/kernel_bwd_dkdv.h) with the matrix work on warpgroup MMA. Deterministic (the GQA
+// group is looped inside the CTA; no atomics).
+//
+// CTA: one warpgroup (4 warps, 128 threads) per key tile of 64 positions (shape 2^klog) of one
+// (batch, kv head, dilation group); warp w owns key rows 16w..16w+15. K and V stay in shared
+// memory. Loop over the G query heads of the group and, per head, over the 64-query tiles
+// (shape 2^qlog) covering the tile's inverse neighbourhood, double-buffered (Q, dO, lse, delta,
+// gathered with cp.async into 128-byte-swizzled tiles). Per query tile:
+//   S^T = K Q^T and dP^T = V dO^T  (wgmma m64n64k16, every operand from shared memory);
+//   P^T = exp(S^T - lse), masked by each key row's query intervals;
+//   dV += P^T dO  (wgmma m64nDk16, P^T from registers, dO MN-major), issued at once, so it runs
+//   under dS^T = P^T (dP^T - delta);  dK += dS^T Q  (the same form).
+// Two CTAs per SM. Epilogue: dK * scale and dV, staged as T, 16-byte stores.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "../common/pdl.cuh"
+#include "../fused/arch.h"
+#include "../fused/epilogue.h"
+#include "../fused/key_tile.h"
+#include "../fused/mask.h"
+#include "../fused/params.h"
+#include "../fused/smem_tile.h"
+#include "smem_layout.h"
+#include "warpgroup_gemm.h"
+#include "wgmma.h"
+
+namespace jax_na {
+namespace hopper {
+
+template <typename T, int D>
+struct BwdDkdvConfig {
+  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  static constexpr int kThreads = 128;
+  static constexpr int kRows = 64;  // keys per CTA (the wgmma M)
+  static constexpr int kCols = 64;  // queries per iterated tile
+  static constexpr int kLogRows = 6;
+  static constexpr int kLogCols = 6;
+  static constexpr int kMinBlocks = 2;
+  using Tile = GmmaTile<64, D>;
+  // K, V, 2 x Q, 2 x dO (1024-byte aligned), 2 x (lse, delta), then the tables.
+  static constexpr int kV = Tile::kBytes;
+  static constexpr int kQ = 2 * Tile::kBytes;
+  static constexpr int kDO = kQ + 2 * Tile::kBytes;
+  static constexpr int kStats = kCols * 4;
+  static constexpr int kL = kDO + 2 * Tile::kBytes;
+  static constexpr int kDl = kL + 2 * kStats;
+  static constexpr int kTab = kDl + 2 * kStats;
+  static constexpr int kDelta = kTab + fused::kMaxTableEntries * 8;
+  static constexpr int kSmem = kDelta + kCols * 4 + 1024;  // + alignment slack
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
+    hopper_bwd_dkdv_kernel(const fused::KernelParams p) {
+#if JAX_NA_WGMMA
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
+  using namespace fused;
+  using Cfg = BwdDkdvConfig<T, D>;
+  using Tile = typename Cfg::Tile;
+  constexpr int NC = Cfg::kCols;
+  constexpr int NT = NC / 8;
+  constexpr int ND = D / 8;
+  constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
+  extern __shared__ char smem_raw[];
+  const AlignedSmem sm = align_smem_1024(smem_raw);
+  const uint32_t sK = sm.addr, sV = sK + Cfg::kV, sQ = sK + Cfg::kQ, sdO = sK + Cfg::kDO;
+  const uint32_t sL = sK + Cfg::kL, sDl = sK + Cfg::kDl;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+
+  KeyCta c;
+  if (!setup_key_cta(p, c)) return;
+  const int kvh = c.cta.head;
+  const int n_it = p.group_size * c.n_q;
+  Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
+  int* delta = reinterpret_cast<int*>(sm.ptr + Cfg::kDelta);
+
+  auto k_off = [&](int row) -> int64_t {
+    const int64_t r = own_key_row_index(p, c, row);
+    return r < 0 ? -1 : r * kRowBytes;
+  };
+  {
+    const char* src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
+    const uint32_t dst[2] = {sK, sV};
+    load_rows_async<64, D, 128, Tile>(src, dst, k_off, tid);
+  }
+  cp_async_commit();
+  for (int e = tid; e < table_entries(p.ts.klog); e += 128) tab[e] = key_inverse_entry(p, c, e);
+  if (tid < NC) delta[tid] = tile_row_delta(p, p.ts.qlog, tid);
+  __syncthreads();
+
+  const char* const qdo_src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
+  auto load_q = [&](const int (&tb)[3], int head, int slot) {
+    const GatherTile gr = q_gather(p, c, tb, head, 1);  // in (token, head) rows
+    const GatherTile g{gr.base * kRowBytes, gr.stride * kRowBytes, gr.valid};
+    const uint32_t dst[2] = {sQ + slot * Tile::kBytes, sdO + slot * Tile::kBytes};
+    load_gather_async<NC, D, 128, Tile>(qdo_src, dst, delta, g, tid);
+    if (tid < NC) {
+      // Queries past the group's end read as lse = delta = 0 with zero Q and dO rows: their
+      // contributions to dV and dK are exactly 0 (and they are masked anyway).
+      const bool valid = (gr.valid >> tid) & 1ull;
+      const int64_t r = gr.base + int64_t(delta[tid]) * gr.stride;
+      cp_async_4(sL + slot * Cfg::kStats + 4 * tid, valid ? p.lse_in + r : p.lse_in, valid);
+      cp_async_4(sDl + slot * Cfg::kStats + 4 * tid, valid ? p.delta + r : p.delta, valid);
+    }
+  };
+  TileWalker walk;
+  walk.reset();
+  int load_head = kvh * p.group_size;
+  int tb[3];
+  q_tile_at(p, c, walk.t, tb);
+  if (n_it > 0) load_q(tb, load_head, 0);
+  cp_async_commit();
+
+  RowPartners rp;
+  WarpTileTest wt;
+  key_rows(p, c, tab, warp, lane, rp, wt);
+  const uint64_t dk_desc = Tile::k_major(sK), dv_desc = Tile::k_major(sV);
+
+  float dk[ND][4], dv[ND][4];
+#pragma unroll
+  for (int d = 0; d < ND; ++d) {
+    dk[d][0] = dk[d][1] = dk[d][2] = dk[d][3] = 0.f;
+    dv[d][0] = dv[d][1] = dv[d][2] = dv[d][3] = 0.f;
+  }
+
+  for (int it = 0; it < n_it; ++it) {
+    const int st = it & 1;
+    const uint32_t q_tile = sQ + st * Tile::kBytes, do_tile = sdO + st * Tile::kBytes;
+    int tn[3] = {tb[0], tb[1], tb[2]};
+    if (it + 1 < n_it) {
+      if (walk.next_wraps(c.nq)) ++load_head;  // next query head of the GQA group
+      q_tile_at(p, c, walk.t, tn);
+      load_q(tn, load_head, st ^ 1);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    fence_proxy_async();
+    __syncthreads();
+
+    float s[NT][4], dp[NT][4];
+    wgmma_fence();
+    gemm_ss_abt<T, NC, D, Tile, Tile>(s, dk_desc, Tile::k_major(q_tile));
+    gemm_ss_abt<T, NC, D, Tile, Tile>(dp, dv_desc, Tile::k_major(do_tile));
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc(s);
+    fence_acc(dp);
+    if (!wt.inside(tb, p.ts.qlog))
+      mask_tile(s, rp, tb, p.ts.qlog, p.rep_q12, p.rep_q2, lane, -INFINITY);
+    float dl[NT][2];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      const int col = 8 * n + 2 * (lane & 3);
+      const float2 lq = lds_f2(sL + st * Cfg::kStats + 4 * col);
+      const float2 de = lds_f2(sDl + st * Cfg::kStats + 4 * col);
+      dl[n][0] = de.x, dl[n][1] = de.y;
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        s[n][e] = ex2(fmaf(s[n][e], p.scale_log2, -((e & 1) ? lq.y : lq.x) * kLog2e));
+    }
+    uint32_t pa[NT / 2][4];
+    pack_a<T, NT / 2>(s, pa);
+    wgmma_fence();
+    gemm_rs_ab<T, D, NT / 2, Tile>(dv, pa, Tile::mn_major(do_tile));
+    wgmma_commit();
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dp[n][e] = s[n][e] * (dp[n][e] - dl[n][e & 1]);
+    uint32_t da[NT / 2][4];
+    pack_a<T, NT / 2>(dp, da);
+    wgmma_fence();
+    gemm_rs_ab<T, D, NT / 2, Tile>(dk, da, Tile::mn_major(q_tile));
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc(dv);
+    fence_acc(dk);
+    __syncthreads();  // every warp is done with this tile's slots before they are reloaded
+    tb[0] = tn[0], tb[1] = tn[1], tb[2] = tn[2];
+  }
+
+  const float one[2] = {1.f, 1.f};
+  const float scl[2] = {p.scale, p.scale};
+  cp_async_wait<0>();  // nothing may still land in the staging tiles
+  __syncthreads();
+  stage_rows<T, D>(dk, scl, sK, 16 * warp, lane);
+  stage_rows<T, D>(dv, one, sV, 16 * warp, lane);
+  __syncthreads();
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dk), sK, k_off, tid, p.nonfinite);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dv), sV, k_off, tid, p.nonfinite);
+#else
+  __trap();  // built for sm_90a only; the host side never launches it elsewhere
+#endif
+}
+
+}  // namespace hopper
+}  // namespace jax_na

@@ -1,0 +1,175 @@
+// Backward dQ kernel of the Hopper family (sm_90a): the fused family's query-stationary dQ
+// (cuda/fused/kernel_bwd_dq.h) with the matrix work on warpgroup MMA. Deterministic (no
+// atomics); recomputes S.
+//
+// CTA: one warpgroup (4 warps, 128 threads) per query tile of 64 positions (shape 2^qlog) of one
+// (batch, head, dilation group). Q and dO stay in shared memory; the CTA walks the key/value
+// tiles (64 keys, shape 2^klog) covering the box of the tile's windows, gathered with cp.async
+// into 128-byte-swizzled tiles, double-buffered. Per tile:
+//   S = Q K^T and dP = dO V^T  (wgmma m64n64k16, every operand from shared memory);
+//   P = exp(S - lse), masked like the forward (only in warps whose rows do not all see the tile);
+//   dS = P (dP - delta);  dQ += dS K  (wgmma m64nDk16, dS from registers, K MN-major).
+// Two CTAs per SM: one's elementwise work runs under the other's MMAs. Epilogue: dQ * scale,
+// staged as T, 16-byte stores.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "../common/pdl.cuh"
+#include "../fused/arch.h"
+#include "../fused/epilogue.h"
+#include "../fused/mask.h"
+#include "../fused/params.h"
+#include "../fused/query_tile.h"
+#include "../fused/smem_tile.h"
+#include "smem_layout.h"
+#include "warpgroup_gemm.h"
+#include "wgmma.h"
+
+namespace jax_na {
+namespace hopper {
+
+template <typename T, int D>
+struct BwdDqConfig {
+  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  static constexpr int kThreads = 128;
+  static constexpr int kRows = 64;  // queries per CTA (the wgmma M)
+  static constexpr int kCols = 64;  // keys per key/value tile
+  static constexpr int kLogRows = 6;
+  static constexpr int kLogCols = 6;
+  static constexpr int kMinBlocks = 2;
+  using Tile = GmmaTile<64, D>;
+  // Q, dO, 2 x K, 2 x V (1024-byte aligned), then the window and token-offset tables.
+  static constexpr int kDO = Tile::kBytes;
+  static constexpr int kK = 2 * Tile::kBytes;
+  static constexpr int kV = kK + 2 * Tile::kBytes;
+  static constexpr int kTab = kV + 2 * Tile::kBytes;
+  static constexpr int kDelta = kTab + fused::kMaxTableEntries * 8;
+  static constexpr int kSmem = kDelta + kCols * 4 + 1024;  // + alignment slack
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
+    hopper_bwd_dq_kernel(const fused::KernelParams p) {
+#if JAX_NA_WGMMA
+  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
+  using namespace fused;
+  using Cfg = BwdDqConfig<T, D>;
+  using Tile = typename Cfg::Tile;
+  constexpr int NT = Cfg::kCols / 8;
+  constexpr int ND = D / 8;
+  constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
+  extern __shared__ char smem_raw[];
+  const AlignedSmem sm = align_smem_1024(smem_raw);
+  const uint32_t sQ = sm.addr, sdO = sQ + Cfg::kDO, sK = sQ + Cfg::kK, sV = sQ + Cfg::kV;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int row0 = 16 * warp;
+
+  QueryCta c;
+  if (!setup_query_cta(p, c)) return;
+  const int head = c.cta.head;
+  const int kvh = head / p.group_size;
+  Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
+  int* delta = reinterpret_cast<int*>(sm.ptr + Cfg::kDelta);
+
+  auto q_off = [&](int row) -> int64_t {
+    const int64_t r = query_row_index(p, c, row, head);
+    return r < 0 ? -1 : r * kRowBytes;
+  };
+  {
+    const char* src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
+    const uint32_t dst[2] = {sQ, sdO};
+    load_rows_async<64, D, 128, Tile>(src, dst, q_off, tid);
+  }
+  cp_async_commit();
+  for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
+  if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
+  __syncthreads();
+
+  const char* const kv_src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
+  auto load_kv = [&](const int (&tb)[3], int slot) {
+    const GatherTile g = kv_gather(p, c, tb, kvh, kRowBytes);
+    const uint32_t dst[2] = {sK + slot * Tile::kBytes, sV + slot * Tile::kBytes};
+    load_gather_async<64, D, 128, Tile>(kv_src, dst, delta, g, tid);
+  };
+  TileWalker walk;
+  walk.reset();
+  int tb[3];
+  kv_tile_at(p, c, walk.t, tb);
+  if (c.n_kv > 0) load_kv(tb, 0);
+  cp_async_commit();
+
+  RowPartners rp;
+  WarpTileTest wt;
+  query_rows(p, c, tab, warp, lane, rp, wt);
+  float lse2[2], dl[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t r = query_row_index(p, c, row0 + (lane >> 2) + 8 * rr, head);
+    lse2[rr] = r >= 0 ? p.lse_in[r] * kLog2e : 0.f;
+    dl[rr] = r >= 0 ? p.delta[r] : 0.f;
+  }
+  const uint64_t dq_desc = Tile::k_major(sQ), ddo_desc = Tile::k_major(sdO);
+
+  float dq[ND][4];
+#pragma unroll
+  for (int d = 0; d < ND; ++d) dq[d][0] = dq[d][1] = dq[d][2] = dq[d][3] = 0.f;
+
+  for (int j = 0; j < c.n_kv; ++j) {
+    const int st = j & 1;
+    const uint32_t k_tile = sK + st * Tile::kBytes, v_tile = sV + st * Tile::kBytes;
+    int tn[3] = {tb[0], tb[1], tb[2]};
+    if (j + 1 < c.n_kv) {
+      walk.next(c.nk);
+      kv_tile_at(p, c, walk.t, tn);
+      load_kv(tn, st ^ 1);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    fence_proxy_async();
+    __syncthreads();
+
+    float s[NT][4], dp[NT][4];
+    wgmma_fence();
+    gemm_ss_abt<T, 64, D, Tile, Tile>(s, dq_desc, Tile::k_major(k_tile));
+    gemm_ss_abt<T, 64, D, Tile, Tile>(dp, ddo_desc, Tile::k_major(v_tile));
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc(s);
+    fence_acc(dp);
+    if (!wt.inside(tb, p.ts.klog))
+      mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int rr = e >> 1;
+        const float pv = ex2(fmaf(s[n][e], p.scale_log2, -lse2[rr]));
+        s[n][e] = pv * (dp[n][e] - dl[rr]);
+      }
+    }
+    uint32_t ds[NT / 2][4];
+    pack_a<T, NT / 2>(s, ds);
+    wgmma_fence();
+    gemm_rs_ab<T, D, NT / 2, Tile>(dq, ds, Tile::mn_major(k_tile));
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc(dq);
+    __syncthreads();  // every warp is done with this tile's slots before they are reloaded
+    tb[0] = tn[0], tb[1] = tn[1], tb[2] = tn[2];
+  }
+
+  const float mul[2] = {p.scale, p.scale};
+  cp_async_wait<0>();  // nothing may still land in the staging tile
+  __syncthreads();
+  stage_rows<T, D>(dq, mul, sQ, row0, lane);
+  __syncthreads();
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dq), sQ, q_off, tid, p.nonfinite);
+#else
+  __trap();  // built for sm_90a only; the host side never launches it elsewhere
+#endif
+}
+
+}  // namespace hopper
+}  // namespace jax_na

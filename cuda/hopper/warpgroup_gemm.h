@@ -1,0 +1,58 @@
+// Whole-tile warpgroup GEMMs over the swizzled shared tiles of smem_layout.h: the k-loops of
+// wgmma instructions that the forward's consumer and the backward kernels issue (no commit, no
+// wait: the kernels order those), and the packing of an fp32 accumulator into A fragments.
+#pragma once
+
+#include <cstdint>
+
+#include "../fused/arch.h"
+#include "smem_layout.h"
+#include "wgmma.h"
+
+namespace jax_na {
+namespace hopper {
+
+// acc (=) A B^T over K = D: A the 64 x D K-major tile at descriptor da (layout ATile), B the
+// N x D K-major tile at db (layout BTile). The first k-step overwrites acc.
+template <typename T, int N, int D, typename ATile, typename BTile>
+__device__ __forceinline__ void gemm_ss_abt(float (&acc)[N / 8][4], uint64_t da, uint64_t db) {
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks)
+    wgmma_ss<T, N>(acc, desc_plus(da, ATile::k_step(ks)), desc_plus(db, BTile::k_step(ks)), ks > 0);
+}
+
+// acc += A B over K = 16 KK: A (64 x 16 KK) from registers (pack_a), B the MN-major tile at db
+// (its rows are the K dimension; layout BTile).
+template <typename T, int N, int KK, typename BTile>
+__device__ __forceinline__ void gemm_rs_ab(float (&acc)[N / 8][4], const uint32_t (&a)[KK][4],
+                                           uint64_t db) {
+#pragma unroll
+  for (int kk = 0; kk < KK; ++kk) wgmma_rs<T, N>(acc, a[kk], desc_plus(db, BTile::mn_step(kk)), 1);
+}
+
+// A 64 x 16 KK fp32 accumulator as wgmma A fragments of T (the mma.sync A-fragment layout).
+template <typename T, int KK>
+__device__ __forceinline__ void pack_a(const float (&s)[2 * KK][4], uint32_t (&a)[KK][4]) {
+#pragma unroll
+  for (int kk = 0; kk < KK; ++kk) {
+    a[kk][0] = fused::pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+    a[kk][1] = fused::pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+    a[kk][2] = fused::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[kk][3] = fused::pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+  }
+}
+
+// Shared memory of a kernel whose tiles need 1024-byte alignment (the 128-byte swizzle atom):
+// the aligned base as a shared address and as a pointer (the launch adds 1024 bytes of slack).
+struct AlignedSmem {
+  uint32_t addr;
+  char* ptr;
+};
+__device__ __forceinline__ AlignedSmem align_smem_1024(char* raw) {
+  const uint32_t a = fused::smem_u32(raw);
+  const uint32_t aligned = (a + 1023u) & ~1023u;
+  return AlignedSmem{aligned, raw + (aligned - a)};
+}
+
+}  // namespace hopper
+}  // namespace jax_na
