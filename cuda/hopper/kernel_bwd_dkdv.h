@@ -10,7 +10,9 @@
 //   S^T = K Q^T and dP^T = V dO^T  (wgmma m64n64k16, every operand from shared memory);
 //   P^T = exp(S^T - lse), masked by each key row's query intervals;
 //   dV += P^T dO  (wgmma m64nDk16, P^T from registers, dO MN-major), issued at once, so it runs
-//   under dS^T = P^T (dP^T - delta);  dK += dS^T Q  (the same form).
+//   under dS^T = P^T (dP^T - delta);  dK += dS^T Q  (the same form). At head_dim 64 dK runs
+//   on under the next tile's start, whose S^T and dP^T are issued before the last tile's slots
+//   are refilled (at 128 its A fragments would not fit the registers there).
 // Two CTAs per SM. Epilogue: dK * scale and dV, staged as T, 16-byte stores.
 #pragma once
 
@@ -40,6 +42,7 @@ struct BwdDkdvConfig {
   static constexpr int kLogRows = 6;
   static constexpr int kLogCols = 6;
   static constexpr int kMinBlocks = 2;
+  static constexpr bool kDeferDk = D < 128;  // dK's MMA runs into the next tile
   using Tile = GmmaTile<64, D>;
   // K, V, 2 x Q, 2 x dO (1024-byte aligned), 2 x (lse, delta), then the tables.
   static constexpr int kV = Tile::kBytes;
@@ -120,24 +123,14 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
   key_rows(p, c, tab, warp, lane, rp, wt);
   const uint64_t dk_desc = Tile::k_major(sK), dv_desc = Tile::k_major(sV);
 
-  float dk[ND][4], dv[ND][4];
-#pragma unroll
-  for (int d = 0; d < ND; ++d) {
-    dk[d][0] = dk[d][1] = dk[d][2] = dk[d][3] = 0.f;
-    dv[d][0] = dv[d][1] = dv[d][2] = dv[d][3] = 0.f;
-  }
+  float dk[ND][4], dv[ND][4];  // set by the first tile's MMAs
 
+  // Query tile it: wait for its slots, issue S^T and dP^T, then wait for dK of tile it - 1
+  // (if still running) and refill the other slots.
   for (int it = 0; it < n_it; ++it) {
     const int st = it & 1;
     const uint32_t q_tile = sQ + st * Tile::kBytes, do_tile = sdO + st * Tile::kBytes;
-    int tn[3] = {tb[0], tb[1], tb[2]};
-    if (it + 1 < n_it) {
-      if (walk.next_wraps(c.nq)) ++load_head;  // next query head of the GQA group
-      q_tile_at(p, c, walk.t, tn);
-      load_q(tn, load_head, st ^ 1);
-    }
-    cp_async_commit();
-    cp_async_wait<1>();
+    cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();
 
@@ -146,12 +139,21 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
     gemm_ss_abt<T, NC, D, Tile, Tile>(s, dk_desc, Tile::k_major(q_tile));
     gemm_ss_abt<T, NC, D, Tile, Tile>(dp, dv_desc, Tile::k_major(do_tile));
     wgmma_commit();
+    wgmma_wait<1>();  // dK of tile it - 1 is done: every warp then leaves the other slots
+    __syncthreads();
+    int tn[3] = {tb[0], tb[1], tb[2]};
+    if (it + 1 < n_it) {
+      if (walk.next_wraps(c.nq)) ++load_head;  // next query head of the GQA group
+      q_tile_at(p, c, walk.t, tn);
+      load_q(tn, load_head, st ^ 1);
+      cp_async_commit();
+    }
     wgmma_wait<0>();
     fence_acc(s);
     fence_acc(dp);
     if (!wt.inside(tb, p.ts.qlog))
       mask_tile(s, rp, tb, p.ts.qlog, p.rep_q12, p.rep_q2, lane, -INFINITY);
-    float dl[NT][2];
+    float dl[NT][2];  // delta of the thread's columns 8n + 2 (lane % 4) + {0, 1}
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
       const int col = 8 * n + 2 * (lane & 3);
@@ -165,7 +167,7 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
     uint32_t pa[NT / 2][4];
     pack_a<T, NT / 2>(s, pa);
     wgmma_fence();
-    gemm_rs_ab<T, D, NT / 2, Tile>(dv, pa, Tile::mn_major(do_tile));
+    gemm_rs_ab<T, D, NT / 2, Tile>(dv, pa, Tile::mn_major(do_tile), it > 0);
     wgmma_commit();
 #pragma unroll
     for (int n = 0; n < NT; ++n)
@@ -174,13 +176,23 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
     uint32_t da[NT / 2][4];
     pack_a<T, NT / 2>(dp, da);
     wgmma_fence();
-    gemm_rs_ab<T, D, NT / 2, Tile>(dk, da, Tile::mn_major(q_tile));
+    gemm_rs_ab<T, D, NT / 2, Tile>(dk, da, Tile::mn_major(q_tile), it > 0);
     wgmma_commit();
-    wgmma_wait<0>();
-    fence_acc(dv);
-    fence_acc(dk);
-    __syncthreads();  // every warp is done with this tile's slots before they are reloaded
+    // dV is done; dK runs on into the next tile, except at D = 128, where holding its A
+    // fragments there would spill (ptxas).
+    if constexpr (Cfg::kDeferDk) {
+      wgmma_wait<1>();
+    } else {
+      wgmma_wait<0>();
+    }
     tb[0] = tn[0], tb[1] = tn[1], tb[2] = tn[2];
+  }
+  wgmma_wait<0>();
+  fence_acc(dv);
+  fence_acc(dk);
+  if (n_it == 0) {  // no query sees these keys
+    zero_acc(dv);
+    zero_acc(dk);
   }
 
   const float one[2] = {1.f, 1.f};

@@ -5,7 +5,8 @@
 // CTA: one warpgroup (4 warps, 128 threads) per query tile of 64 positions (shape 2^qlog) of one
 // (batch, head, dilation group). Q and dO stay in shared memory; the CTA walks the key/value
 // tiles (64 keys, shape 2^klog) covering the box of the tile's windows, gathered with cp.async
-// into 128-byte-swizzled tiles, double-buffered. Per tile:
+// into 128-byte-swizzled tiles, double-buffered; dQ += dS K of a tile runs under the next tile's
+// start, whose S and dP are issued before the slots of the last tile are refilled. Per tile:
 //   S = Q K^T and dP = dO V^T  (wgmma m64n64k16, every operand from shared memory);
 //   P = exp(S - lse), masked like the forward (only in warps whose rows do not all see the tile);
 //   dS = P (dP - delta);  dQ += dS K  (wgmma m64nDk16, dS from registers, K MN-major).
@@ -112,21 +113,14 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   }
   const uint64_t dq_desc = Tile::k_major(sQ), ddo_desc = Tile::k_major(sdO);
 
-  float dq[ND][4];
-#pragma unroll
-  for (int d = 0; d < ND; ++d) dq[d][0] = dq[d][1] = dq[d][2] = dq[d][3] = 0.f;
+  float dq[ND][4];  // set by the first tile's dQ MMA
 
+  // Tile j: wait for its slots, issue S_j and dP_j, then wait for dQ_{j-1} (issued last
+  // iteration, so it ran under this one's start) and refill its slots with tile j + 1.
   for (int j = 0; j < c.n_kv; ++j) {
     const int st = j & 1;
     const uint32_t k_tile = sK + st * Tile::kBytes, v_tile = sV + st * Tile::kBytes;
-    int tn[3] = {tb[0], tb[1], tb[2]};
-    if (j + 1 < c.n_kv) {
-      walk.next(c.nk);
-      kv_tile_at(p, c, walk.t, tn);
-      load_kv(tn, st ^ 1);
-    }
-    cp_async_commit();
-    cp_async_wait<1>();
+    cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();
 
@@ -135,6 +129,15 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
     gemm_ss_abt<T, 64, D, Tile, Tile>(s, dq_desc, Tile::k_major(k_tile));
     gemm_ss_abt<T, 64, D, Tile, Tile>(dp, ddo_desc, Tile::k_major(v_tile));
     wgmma_commit();
+    wgmma_wait<1>();  // dQ_{j-1} is done: every warp then leaves the other slots
+    __syncthreads();
+    int tn[3] = {tb[0], tb[1], tb[2]};
+    if (j + 1 < c.n_kv) {
+      walk.next(c.nk);
+      kv_tile_at(p, c, walk.t, tn);
+      load_kv(tn, st ^ 1);
+      cp_async_commit();
+    }
     wgmma_wait<0>();
     fence_acc(s);
     fence_acc(dp);
@@ -152,13 +155,13 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
     uint32_t ds[NT / 2][4];
     pack_a<T, NT / 2>(s, ds);
     wgmma_fence();
-    gemm_rs_ab<T, D, NT / 2, Tile>(dq, ds, Tile::mn_major(k_tile));
+    gemm_rs_ab<T, D, NT / 2, Tile>(dq, ds, Tile::mn_major(k_tile), j > 0);
     wgmma_commit();
-    wgmma_wait<0>();
-    fence_acc(dq);
-    __syncthreads();  // every warp is done with this tile's slots before they are reloaded
     tb[0] = tn[0], tb[1] = tn[1], tb[2] = tn[2];
   }
+  wgmma_wait<0>();
+  fence_acc(dq);
+  if (c.n_kv == 0) zero_acc(dq);
 
   const float mul[2] = {p.scale, p.scale};
   cp_async_wait<0>();  // nothing may still land in the staging tile

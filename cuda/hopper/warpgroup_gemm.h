@@ -21,13 +21,23 @@ __device__ __forceinline__ void gemm_ss_abt(float (&acc)[N / 8][4], uint64_t da,
     wgmma_ss<T, N>(acc, desc_plus(da, ATile::k_step(ks)), desc_plus(db, BTile::k_step(ks)), ks > 0);
 }
 
-// acc += A B over K = 16 KK: A (64 x 16 KK) from registers (pack_a), B the MN-major tile at db
-// (its rows are the K dimension; layout BTile).
+// acc += A B over K = 16 KK (acc = A B when !accumulate): A (64 x 16 KK) from registers
+// (pack_a), B the MN-major tile at db (its rows are the K dimension; layout BTile). Kernels that
+// keep an accumulator's MMA in flight across iterations start it with !accumulate instead of
+// zeroing it: ptxas serialises wgmma when plain instructions define its accumulator there.
 template <typename T, int N, int KK, typename BTile>
 __device__ __forceinline__ void gemm_rs_ab(float (&acc)[N / 8][4], const uint32_t (&a)[KK][4],
-                                           uint64_t db) {
+                                           uint64_t db, bool accumulate = true) {
 #pragma unroll
-  for (int kk = 0; kk < KK; ++kk) wgmma_rs<T, N>(acc, a[kk], desc_plus(db, BTile::mn_step(kk)), 1);
+  for (int kk = 0; kk < KK; ++kk)
+    wgmma_rs<T, N>(acc, a[kk], desc_plus(db, BTile::mn_step(kk)), kk > 0 || accumulate);
+}
+
+// acc = 0 (an accumulator whose first MMA never ran).
+template <int NB>
+__device__ __forceinline__ void zero_acc(float (&acc)[NB][4]) {
+#pragma unroll
+  for (int i = 0; i < NB; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
 }
 
 // A 64 x 16 KK fp32 accumulator as wgmma A fragments of T (the mma.sync A-fragment layout).
