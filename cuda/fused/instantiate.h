@@ -31,10 +31,10 @@ cudaError_t dispatch_head_dim(int head_dim, F&& f) {
 // head) or keys (dK/dV; one CTA per key/value head).
 enum class Stationary { kQuery, kKey };
 
-// Choose tile shapes for Cfg (kLogRows, kLogCols), set the grid and mask constants, and launch
-// one CTA of Cfg::kThreads threads / Cfg::kSmem bytes per (batch, head, group, tile).
-template <typename Cfg, Stationary S, typename Kernel>
-cudaError_t launch_tiles(Kernel kernel, KernelParams p, cudaStream_t stream) {
+// Choose tile shapes for Cfg (kLogRows, kLogCols), set the grid and mask constants; the number
+// of CTAs (one per (batch, head, group, tile)).
+template <typename Cfg, Stationary S>
+int64_t plan_grid(KernelParams& p) {
   if constexpr (S == Stationary::kKey) {
     p.ts = choose_key_stationary(p, Cfg::kLogRows, Cfg::kLogCols);
   } else {
@@ -47,7 +47,13 @@ cudaError_t launch_tiles(Kernel kernel, KernelParams p, cudaStream_t stream) {
     set_grid(p, p.ts.qlog);
   }
   const int heads = S == Stationary::kKey ? p.heads_kv : p.heads;
-  const int64_t ctas = p.batch * heads * p.groups * p.tiles;
+  return p.batch * heads * p.groups * p.tiles;
+}
+
+// plan_grid, then launch its CTAs of Cfg::kThreads threads / Cfg::kSmem bytes.
+template <typename Cfg, Stationary S, typename Kernel>
+cudaError_t launch_tiles(Kernel kernel, KernelParams p, cudaStream_t stream) {
+  const int64_t ctas = plan_grid<Cfg, S>(p);
   return launch_ctas(kernel, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
 }
 

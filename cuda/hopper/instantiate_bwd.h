@@ -3,26 +3,50 @@
 // JAX_NA_HOPPER_INSTANTIATE_BWD once.
 #pragma once
 
+#include <type_traits>
+
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "../fused/instantiate.h"
 #include "../fused/params.h"
 #include "launch.h"
+#include "tma.h"
+
+namespace jax_na {
+namespace hopper {
+
+// Plan Cfg's tiles (stationary side S), then launch KERNEL<T, D, true> with the tensor maps of
+// the loaded tiles where make_maps can express them as TMA boxes, else KERNEL<T, D, false>
+// (cp.async gathers).
+template <typename Cfg, fused::Stationary S, typename Kernel, typename MakeMaps>
+cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::KernelParams p,
+                             int head_dim, bool bf16, MakeMaps make_maps, cudaStream_t stream) {
+  const int64_t ctas = fused::plan_grid<Cfg, S>(p);
+  TmaMaps maps{};
+  const Kernel kernel = make_maps(p, head_dim, bf16, maps) ? kernel_tma : kernel_gather;
+  return fused::launch_ctas(kernel, p, ctas, Cfg::kThreads, Cfg::kSmem, stream, maps);
+}
+
+}  // namespace hopper
+}  // namespace jax_na
 
 // Define hopper::LAUNCH<T> (declared in launch.h) for head_dim 64 and 128: CONFIG<T, D> gives the
-// tile configuration, KERNEL<T, D> the kernel, STATIONARY (kQuery or kKey) the stationary side.
-#define JAX_NA_HOPPER_INSTANTIATE_BWD(LAUNCH, CONFIG, KERNEL, T, STATIONARY)                  \
+// tile configuration, KERNEL<T, D, kTma> the kernel, STATIONARY (kQuery or kKey) the stationary
+// side, MAKE_MAPS the tensor maps of the tiles it loads.
+#define JAX_NA_HOPPER_INSTANTIATE_BWD(LAUNCH, CONFIG, KERNEL, T, STATIONARY, MAKE_MAPS)      \
   namespace jax_na {                                                                         \
   namespace hopper {                                                                         \
   template <>                                                                                \
   cudaError_t LAUNCH<T>(fused::KernelParams p, int head_dim, cudaStream_t stream) {          \
-    using fused::Stationary;                                                                 \
+    constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;                             \
+    constexpr auto S = fused::Stationary::STATIONARY;                                        \
     if (head_dim == 64)                                                                      \
-      return fused::launch_tiles<CONFIG<T, 64>, Stationary::STATIONARY>(KERNEL<T, 64>, p,    \
-                                                                        stream);             \
+      return launch_bwd_tiles<CONFIG<T, 64>, S>(KERNEL<T, 64, true>, KERNEL<T, 64, false>, p, \
+                                                64, bf16, MAKE_MAPS, stream);                \
     if (head_dim == 128)                                                                     \
-      return fused::launch_tiles<CONFIG<T, 128>, Stationary::STATIONARY>(KERNEL<T, 128>, p,  \
-                                                                         stream);            \
+      return launch_bwd_tiles<CONFIG<T, 128>, S>(KERNEL<T, 128, true>, KERNEL<T, 128, false>, \
+                                                 p, 128, bf16, MAKE_MAPS, stream);           \
     return cudaErrorNotSupported;                                                            \
   }                                                                                          \
   }                                                                                          \

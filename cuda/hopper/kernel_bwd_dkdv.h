@@ -5,8 +5,9 @@
 // CTA: one warpgroup (4 warps, 128 threads) per key tile of 64 positions (shape 2^klog) of one
 // (batch, kv head, dilation group); warp w owns key rows 16w..16w+15. K and V stay in shared
 // memory. Loop over the G query heads of the group and, per head, over the 64-query tiles
-// (shape 2^qlog) covering the tile's inverse neighbourhood, double-buffered (Q, dO, lse, delta,
-// gathered with cp.async into 128-byte-swizzled tiles). Per query tile:
+// (shape 2^qlog) covering the tile's inverse neighbourhood, double-buffered (Q and dO as TMA
+// boxes (kTma) or cp.async gathers into 128-byte-swizzled tiles; lse and delta by cp.async).
+// Per query tile:
 //   S^T = K Q^T and dP^T = V dO^T  (wgmma m64n64k16, every operand from shared memory);
 //   P^T = exp(S^T - lse), masked by each key row's query intervals;
 //   dV += P^T dO  (wgmma m64nDk16, P^T from registers, dO MN-major), issued at once, so it runs
@@ -26,7 +27,9 @@
 #include "../fused/mask.h"
 #include "../fused/params.h"
 #include "../fused/smem_tile.h"
+#include "bwd_loads.h"
 #include "smem_layout.h"
+#include "tma.h"
 #include "warpgroup_gemm.h"
 #include "wgmma.h"
 
@@ -53,12 +56,14 @@ struct BwdDkdvConfig {
   static constexpr int kDl = kL + 2 * kStats;
   static constexpr int kTab = kDl + 2 * kStats;
   static constexpr int kDelta = kTab + fused::kMaxTableEntries * 8;
-  static constexpr int kSmem = kDelta + kCols * 4 + 1024;  // + alignment slack
+  static constexpr int kBar = kDelta + kCols * 4;           // 2 mbarriers (TMA loads)
+  static constexpr int kSmem = kBar + 2 * 8 + 1024;         // + alignment slack
 };
 
-template <typename T, int D>
+// kTma: maps holds the Q and dO tensor maps of the query tiles (tma.h), else it is unused.
+template <typename T, int D, bool kTma>
 __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
-    hopper_bwd_dkdv_kernel(const fused::KernelParams p) {
+    hopper_bwd_dkdv_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
 #if JAX_NA_WGMMA
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using namespace fused;
@@ -93,6 +98,8 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
   cp_async_commit();
   for (int e = tid; e < table_entries(p.ts.klog); e += 128) tab[e] = key_inverse_entry(p, c, e);
   if (tid < NC) delta[tid] = tile_row_delta(p, p.ts.qlog, tid);
+  SlotBarriers<kTma> bars;
+  bars.init(sK + Cfg::kBar, tid);
   __syncthreads();
 
   const char* const qdo_src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
@@ -100,7 +107,15 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
     const GatherTile gr = q_gather(p, c, tb, head, 1);  // in (token, head) rows
     const GatherTile g{gr.base * kRowBytes, gr.stride * kRowBytes, gr.valid};
     const uint32_t dst[2] = {sQ + slot * Tile::kBytes, sdO + slot * Tile::kBytes};
-    load_gather_async<NC, D, 128, Tile>(qdo_src, dst, delta, g, tid);
+    if constexpr (kTma) {
+      if (tid == 0) {
+        bars.expect(slot, 2 * Tile::kBytes);
+        tma_load_tile<Tile, D>(&maps.k, dst[0], bars.at(slot), p, c.cta.b, c.cta.grp, tb, head);
+        tma_load_tile<Tile, D>(&maps.v, dst[1], bars.at(slot), p, c.cta.b, c.cta.grp, tb, head);
+      }
+    } else {
+      load_gather_async<NC, D, 128, Tile>(qdo_src, dst, delta, g, tid);
+    }
     if (tid < NC) {
       // Queries past the group's end read as lse = delta = 0 with zero Q and dO rows: their
       // contributions to dV and dK are exactly 0 (and they are masked anyway).
@@ -130,8 +145,7 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
   for (int it = 0; it < n_it; ++it) {
     const int st = it & 1;
     const uint32_t q_tile = sQ + st * Tile::kBytes, do_tile = sdO + st * Tile::kBytes;
-    cp_async_wait<0>();
-    fence_proxy_async();
+    bars.wait(it);
     __syncthreads();
 
     float s[NT][4], dp[NT][4];

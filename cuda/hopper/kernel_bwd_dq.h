@@ -4,9 +4,10 @@
 //
 // CTA: one warpgroup (4 warps, 128 threads) per query tile of 64 positions (shape 2^qlog) of one
 // (batch, head, dilation group). Q and dO stay in shared memory; the CTA walks the key/value
-// tiles (64 keys, shape 2^klog) covering the box of the tile's windows, gathered with cp.async
-// into 128-byte-swizzled tiles, double-buffered; dQ += dS K of a tile runs under the next tile's
-// start, whose S and dP are issued before the slots of the last tile are refilled. Per tile:
+// tiles (64 keys, shape 2^klog) covering the box of the tile's windows, loaded as TMA boxes
+// (kTma) or gathered with cp.async into 128-byte-swizzled tiles, double-buffered; dQ += dS K of a
+// tile runs under the next tile's start, whose S and dP are issued before the slots of the last
+// tile are refilled. Per tile:
 //   S = Q K^T and dP = dO V^T  (wgmma m64n64k16, every operand from shared memory);
 //   P = exp(S - lse), masked like the forward (only in warps whose rows do not all see the tile);
 //   dS = P (dP - delta);  dQ += dS K  (wgmma m64nDk16, dS from registers, K MN-major).
@@ -24,7 +25,9 @@
 #include "../fused/params.h"
 #include "../fused/query_tile.h"
 #include "../fused/smem_tile.h"
+#include "bwd_loads.h"
 #include "smem_layout.h"
+#include "tma.h"
 #include "warpgroup_gemm.h"
 #include "wgmma.h"
 
@@ -47,12 +50,14 @@ struct BwdDqConfig {
   static constexpr int kV = kK + 2 * Tile::kBytes;
   static constexpr int kTab = kV + 2 * Tile::kBytes;
   static constexpr int kDelta = kTab + fused::kMaxTableEntries * 8;
-  static constexpr int kSmem = kDelta + kCols * 4 + 1024;  // + alignment slack
+  static constexpr int kBar = kDelta + kCols * 4;           // 2 mbarriers (TMA loads)
+  static constexpr int kSmem = kBar + 2 * 8 + 1024;         // + alignment slack
 };
 
-template <typename T, int D>
+// kTma: maps holds the K and V tensor maps of the tiles (tma.h), else it is unused.
+template <typename T, int D, bool kTma>
 __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
-    hopper_bwd_dq_kernel(const fused::KernelParams p) {
+    hopper_bwd_dq_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
 #if JAX_NA_WGMMA
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using namespace fused;
@@ -86,13 +91,23 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   cp_async_commit();
   for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
   if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
+  SlotBarriers<kTma> bars;
+  bars.init(sQ + Cfg::kBar, tid);
   __syncthreads();
 
   const char* const kv_src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
   auto load_kv = [&](const int (&tb)[3], int slot) {
-    const GatherTile g = kv_gather(p, c, tb, kvh, kRowBytes);
     const uint32_t dst[2] = {sK + slot * Tile::kBytes, sV + slot * Tile::kBytes};
-    load_gather_async<64, D, 128, Tile>(kv_src, dst, delta, g, tid);
+    if constexpr (kTma) {
+      if (tid == 0) {
+        bars.expect(slot, 2 * Tile::kBytes);
+        tma_load_tile<Tile, D>(&maps.k, dst[0], bars.at(slot), p, c.cta.b, c.cta.grp, tb, kvh);
+        tma_load_tile<Tile, D>(&maps.v, dst[1], bars.at(slot), p, c.cta.b, c.cta.grp, tb, kvh);
+      }
+    } else {
+      const GatherTile g = kv_gather(p, c, tb, kvh, kRowBytes);
+      load_gather_async<64, D, 128, Tile>(kv_src, dst, delta, g, tid);
+    }
   };
   TileWalker walk;
   walk.reset();
@@ -120,8 +135,7 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   for (int j = 0; j < c.n_kv; ++j) {
     const int st = j & 1;
     const uint32_t k_tile = sK + st * Tile::kBytes, v_tile = sV + st * Tile::kBytes;
-    cp_async_wait<0>();
-    fence_proxy_async();
+    bars.wait(j);
     __syncthreads();
 
     float s[NT][4], dp[NT][4];

@@ -192,15 +192,11 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         int tb[3];
         walk.tile(p, c, tb);
         walk.next();
-        const int x2 = tb[2] * p.dil[2] + c.cta.grp[2], x1 = tb[1] * p.dil[1] + c.cta.grp[1];
-        const int x0 = int(c.cta.b) * p.L[0] + tb[0] * p.dil[0] + c.cta.grp[0];
         // A slot is refilled once both consumers released its previous tile.
         if (j >= slots) mbar_wait(empty + 8 * slot, phase ^ 1u);
         mbar_arrive_expect_tx(full + 8 * slot, KV::kBytes);
-#pragma unroll
-        for (int blk = 0; blk < D / 64; ++blk)
-          tma_load_5d(base + slot * KV::kBytes + blk * KV::kBlockBytes, map, full + 8 * slot,
-                      64 * blk, kvh, x2, x1, x0);
+        tma_load_tile<KV, D>(map, base + slot * KV::kBytes, full + 8 * slot, p, c.cta.b,
+                             c.cta.grp, tb, kvh);
         if (++slot == slots) slot = 0, phase ^= 1u;
       }
     }

@@ -10,12 +10,14 @@
 
 #include <cuda.h>  // CUtensorMap (a 128-byte opaque descriptor)
 
+#include "../fused/params.h"
 #include "wgmma.h"
 
 namespace jax_na {
 namespace hopper {
 
-// The descriptors of K and V, passed by value as a __grid_constant__ kernel parameter.
+// The descriptors of K and V (or, in the backward's dK/dV kernel, of Q and dO), passed by value
+// as a __grid_constant__ kernel parameter.
 struct TmaMaps {
   CUtensorMap k;
   CUtensorMap v;
@@ -77,11 +79,26 @@ __device__ __forceinline__ void tma_load_5d(uint32_t dst, const CUtensorMap* map
 #endif
 }
 
+// The tile at first position tb (of batch element b, dilation group grp, head `head`) of the
+// tensor behind `map` -> the Tile at dst (one box per 64 columns of D); completes on bar.
+template <typename Tile, int D>
+__device__ __forceinline__ void tma_load_tile(const CUtensorMap* map, uint32_t dst, uint32_t bar,
+                                              const fused::KernelParams& p, int64_t b,
+                                              const int (&grp)[3], const int (&tb)[3], int head) {
+  const int x2 = tb[2] * p.dil[2] + grp[2], x1 = tb[1] * p.dil[1] + grp[1];
+  const int x0 = int(b) * p.L[0] + tb[0] * p.dil[0] + grp[0];
+#pragma unroll
+  for (int blk = 0; blk < D / 64; ++blk)
+    tma_load_5d(dst + blk * Tile::kBlockBytes, map, bar, 64 * blk, head, x2, x1, x0);
+}
+
 // Host: descriptors of K and V for the tile shapes in p.ts (klog) and the problem's dilation;
 // false when TMA cannot express the tiles (dilation > 8, a box over 256 elements per dim, a
 // 3-D box that would run past one batch element into the next, unaligned tensors, or no
 // driver entry point), and the kernel then gathers with cp.async instead.
 bool make_kv_maps(const fused::KernelParams& p, int head_dim, bool bf16, TmaMaps& maps);
+// ... of Q and dO (in maps.k, maps.v) for the query tiles (qlog) of the dK/dV kernel.
+bool make_qdo_maps(const fused::KernelParams& p, int head_dim, bool bf16, TmaMaps& maps);
 
 }  // namespace hopper
 }  // namespace jax_na

@@ -1,4 +1,4 @@
-// Host side of the TMA path (tma.h): encode the K and V tensor maps through the driver's
+// Host side of the TMA path (tma.h): encode the K/V (or Q/dO) tensor maps through the driver's
 // cuTensorMapEncodeTiled, reached via the runtime's entry-point query (no libcuda link).
 #include <cstdint>
 
@@ -28,12 +28,17 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 
 }  // namespace
 
-bool make_kv_maps(const fused::KernelParams& p, int head_dim, bool bf16, TmaMaps& maps) {
+namespace {
+
+// Maps of two [batch * L0, L1, L2, heads, head_dim] tensors a and b for boxes of 2^lg positions
+// per dim (times the dilation, which is the element stride).
+bool make_maps(const fused::KernelParams& p, const int (&lg)[3], int64_t heads, const void* a,
+               const void* b, int head_dim, bool bf16, TmaMaps& maps) {
   const auto encode = encode_fn();
   if (!encode) return false;
   cuuint32_t box[5] = {64, 1, 1, 1, 1}, estr[5] = {1, 1, 1, 1, 1};
   for (int i = 0; i < 3; ++i) {
-    const int64_t extent = int64_t(1) << p.ts.klog[i];
+    const int64_t extent = int64_t(1) << lg[i];
     if (p.dil[i] > 8 || extent * p.dil[i] > 256) return false;
     box[4 - i] = cuuint32_t(extent * p.dil[i]);  // dims 2, 3, 4 hold L2, L1, batch * L0
     estr[4 - i] = cuuint32_t(p.dil[i]);
@@ -41,17 +46,17 @@ bool make_kv_maps(const fused::KernelParams& p, int head_dim, bool bf16, TmaMaps
   // Batch and L0 share one dim: a box longer than one position along L0 could read the next
   // batch element's rows instead of zeros past L0 (their keys are masked, but a non-finite
   // value there would reach P V as 0 * inf).
-  if (p.L[0] > 1 && p.batch > 1 && p.ts.klog[0] > 0) return false;
+  if (p.L[0] > 1 && p.batch > 1 && lg[0] > 0) return false;
   if (p.batch * p.L[0] > 0x7fffffff) return false;  // 32-bit TMA coordinates
   const int64_t row = int64_t(head_dim) * 2;        // bytes
-  const cuuint64_t dim[5] = {cuuint64_t(head_dim), cuuint64_t(p.heads_kv), cuuint64_t(p.L[2]),
+  const cuuint64_t dim[5] = {cuuint64_t(head_dim), cuuint64_t(heads), cuuint64_t(p.L[2]),
                              cuuint64_t(p.L[1]), cuuint64_t(p.batch * p.L[0])};
-  const cuuint64_t stride[4] = {cuuint64_t(row), cuuint64_t(row * p.heads_kv),
-                                cuuint64_t(row * p.heads_kv * p.L[2]),
-                                cuuint64_t(row * p.heads_kv * p.L[2] * p.L[1])};
+  const cuuint64_t stride[4] = {cuuint64_t(row), cuuint64_t(row * heads),
+                                cuuint64_t(row * heads * p.L[2]),
+                                cuuint64_t(row * heads * p.L[2] * p.L[1])};
   const auto type = bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   for (int t = 0; t < 2; ++t) {
-    void* base = const_cast<void*>(t == 0 ? p.k : p.v);
+    void* base = const_cast<void*>(t == 0 ? a : b);
     if (reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
     const CUresult r = encode(t == 0 ? &maps.k : &maps.v, type, 5, base, dim, stride, box, estr,
                               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
@@ -59,6 +64,16 @@ bool make_kv_maps(const fused::KernelParams& p, int head_dim, bool bf16, TmaMaps
     if (r != CUDA_SUCCESS) return false;
   }
   return true;
+}
+
+}  // namespace
+
+bool make_kv_maps(const fused::KernelParams& p, int head_dim, bool bf16, TmaMaps& maps) {
+  return make_maps(p, p.ts.klog, p.heads_kv, p.k, p.v, head_dim, bf16, maps);
+}
+
+bool make_qdo_maps(const fused::KernelParams& p, int head_dim, bool bf16, TmaMaps& maps) {
+  return make_maps(p, p.ts.qlog, p.heads, p.q, p.dout, head_dim, bf16, maps);
 }
 
 }  // namespace hopper

@@ -1,0 +1,44 @@
+// The backward kernels' double-buffered tile loads: with TMA (kTma: the tiles are TMA boxes,
+// tma.h) thread 0 issues the boxes, which complete on the slot's mbarrier; otherwise every
+// thread gathers with cp.async. Other operands (the stationary tile, lse and delta) always come
+// by cp.async.
+#pragma once
+
+#include <cstdint>
+
+#include "../fused/arch.h"
+#include "tma.h"
+#include "wgmma.h"
+
+namespace jax_na {
+namespace hopper {
+
+template <bool kTma>
+struct SlotBarriers {
+  uint32_t bar;  // two mbarriers (8 bytes each) in shared memory, one per slot
+
+  // Every thread, before the CTA barrier that precedes the first load.
+  __device__ __forceinline__ void init(uint32_t addr, int tid) {
+    bar = addr;
+    if (kTma && tid == 0) {
+      mbar_init(bar, 1);
+      mbar_init(bar + 8, 1);
+      mbar_init_fence();
+    }
+  }
+  __device__ __forceinline__ uint32_t at(int slot) const { return bar + 8 * slot; }
+  // Thread 0, before the boxes of a slot: they bring `bytes`.
+  __device__ __forceinline__ void expect(int slot, uint32_t bytes) const {
+    mbar_arrive_expect_tx(at(slot), bytes);
+  }
+  // Every thread: the loads of tile `use` (0, 1, ...; slot use % 2) have landed, this thread's
+  // cp.async writes are visible to wgmma (a CTA barrier must follow for the others').
+  __device__ __forceinline__ void wait(int use) const {
+    fused::cp_async_wait<0>();
+    if (kTma) mbar_wait(at(use & 1), uint32_t(use >> 1) & 1u);
+    if (!kTma || use == 0) fence_proxy_async();  // TMA writes need no proxy fence
+  }
+};
+
+}  // namespace hopper
+}  // namespace jax_na
