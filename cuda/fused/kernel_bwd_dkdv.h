@@ -90,14 +90,7 @@ __global__ void __launch_bounds__(128, DkdvConfig<T, D>::kMinBlocks)
     const GatherTile g{gr.base * kRowBytes, gr.stride * kRowBytes, gr.valid};
     const uint32_t dst[2] = {sQ + stage * Cfg::kQTile, sdO + stage * Cfg::kQTile};
     load_gather_async<NC, D, 128>(qdo_src, dst, delta, g, tid);
-    if (tid < NC) {
-      // Queries past the group's end read as lse = delta = 0 with zero Q and dO rows: their
-      // P may be 1 but dV, dK contributions are exactly 0 (and they are masked anyway).
-      const bool valid = (gr.valid >> tid) & 1ull;
-      const int64_t r = gr.base + int64_t(delta[tid]) * gr.stride;
-      cp_async_4(sL + stage * Cfg::kStats + 4 * tid, valid ? p.lse_in + r : p.lse_in, valid);
-      cp_async_4(sDl + stage * Cfg::kStats + 4 * tid, valid ? p.delta + r : p.delta, valid);
-    }
+    load_query_stats<NC>(p, gr, delta, sL + stage * Cfg::kStats, sDl + stage * Cfg::kStats, tid);
   };
   TileWalker walk;
   walk.reset();

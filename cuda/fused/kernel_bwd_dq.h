@@ -79,9 +79,8 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
     load_gather_async<64, D, 128>(kv_src, dst, delta, g, tid);
   };
   TileWalker walk;
-  walk.reset();
   int tb[3];
-  kv_tile_at(p, c, walk.t, tb);
+  first_kv_tile(p, c, walk, tb);
   if (c.n_kv > 0) load_kv(tb, 0);
   cp_async_commit();
 
@@ -89,12 +88,7 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
   WarpTileTest wt;
   query_rows(p, c, tab, warp, lane, rp, wt);
   float lse2[2], dl[2];
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int64_t r = query_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rr, head);
-    lse2[rr] = r >= 0 ? p.lse_in[r] * kLog2e : 0.f;
-    dl[rr] = r >= 0 ? p.delta[r] : 0.f;
-  }
+  query_row_stats(p, c, 16 * warp, lane, head, lse2, dl);
 
   float dq[ND][4];
 #pragma unroll
@@ -102,12 +96,8 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
 
   for (int j = 0; j < c.n_kv; ++j) {
     const int st = j & 1;
-    int tn[3] = {tb[0], tb[1], tb[2]};
-    if (j + 1 < c.n_kv) {
-      walk.next(c.nk);
-      kv_tile_at(p, c, walk.t, tn);
-      load_kv(tn, st ^ 1);
-    }
+    int tn[3];
+    if (next_kv_tile(p, c, walk, j, tb, tn)) load_kv(tn, st ^ 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();

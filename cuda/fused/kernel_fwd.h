@@ -95,9 +95,8 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D, MT, BN>::kMinBlocks)
     load_gather_async<BN, D, 128>(kv_src, dst, delta, g, tid);
   };
   TileWalker walk;
-  walk.reset();
   int tb[3];
-  kv_tile_at(p, c, walk.t, tb);
+  first_kv_tile(p, c, walk, tb);
   if (c.n_kv > 0) load_kv(tb, 0);
   cp_async_commit();
 
@@ -130,12 +129,8 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D, MT, BN>::kMinBlocks)
 
   for (int j = 0; j < c.n_kv; ++j) {
     const int st = j & 1;
-    int tn[3] = {tb[0], tb[1], tb[2]};
-    if (j + 1 < c.n_kv) {
-      walk.next(c.nk);
-      kv_tile_at(p, c, walk.t, tn);
-      load_kv(tn, st ^ 1);
-    }
+    int tn[3];
+    if (next_kv_tile(p, c, walk, j, tb, tn)) load_kv(tn, st ^ 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();

@@ -108,6 +108,24 @@ FUSED_HD GatherTile q_gather(const KernelParams& p, const KeyCta& c, const int (
   return g;
 }
 
+#if defined(__CUDACC__)
+// lse and delta of the query tile rows described by gr (q_gather in row units) -> the stats
+// arrays at l_dst and dl_dst (cp.async, 4 bytes a row; thread t < ROWS loads row t). Queries
+// past the group's end read as lse = delta = 0 with zero Q and dO rows: their contributions to
+// dV and dK are exactly 0 (and they are masked anyway).
+template <int ROWS>
+__device__ __forceinline__ void load_query_stats(const KernelParams& p, const GatherTile& gr,
+                                                 const int* delta, uint32_t l_dst,
+                                                 uint32_t dl_dst, int tid) {
+  if (tid < ROWS) {
+    const bool valid = (gr.valid >> tid) & 1ull;
+    const int64_t r = gr.base + int64_t(delta[tid]) * gr.stride;
+    cp_async_4(l_dst + 4 * tid, valid ? p.lse_in + r : p.lse_in, valid);
+    cp_async_4(dl_dst + 4 * tid, valid ? p.delta + r : p.delta, valid);
+  }
+}
+#endif
+
 // ---- per-CTA inverse-neighbourhood table ---------------------------------------------------
 // Entry of dim i, slot t (dim-major, 2^klog[i] slots per dim): the query positions whose
 // windows hold key position kb_i + t; empty past the group's end.

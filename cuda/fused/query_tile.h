@@ -76,6 +76,24 @@ FUSED_HD void kv_tile_at(const KernelParams& p, const QueryCta& c, const int (&t
   for (int i = 0; i < 3; ++i) tb[i] = c.kb[i] + (t[i] << p.ts.klog[i]);
 }
 
+// The walk over a query CTA's key/value tiles: reset to the first tile (its first position in tb).
+FUSED_HD void first_kv_tile(const KernelParams& p, const QueryCta& c, TileWalker& walk,
+                            int (&tb)[3]) {
+  walk.reset();
+  kv_tile_at(p, c, walk.t, tb);
+}
+
+// Tile j + 1 of the walk (tile j at tb): true with its first position in tn, or false with
+// tn = tb past the last tile.
+FUSED_HD bool next_kv_tile(const KernelParams& p, const QueryCta& c, TileWalker& walk, int j,
+                           const int (&tb)[3], int (&tn)[3]) {
+  tn[0] = tb[0], tn[1] = tb[1], tn[2] = tb[2];
+  if (j + 1 >= c.n_kv) return false;
+  walk.next(c.nk);
+  kv_tile_at(p, c, walk.t, tn);
+  return true;
+}
+
 // First key position of key/value tile j (row-major over nk).
 FUSED_HD void kv_tile_begin(const KernelParams& p, const QueryCta& c, int j, int (&tb)[3]) {
   const int t[3] = {j / (c.nk[1] * c.nk[2]), (j / c.nk[2]) % c.nk[1], j % c.nk[2]};
@@ -184,6 +202,18 @@ FUSED_HD void query_warp_test(const KernelParams& p, const QueryCta& c, const Wi
     wt.any_hi[i] = last_w.end;
     wt.in_lo[i] = last_w.start;
     wt.in_hi[i] = first_w.end;
+  }
+}
+
+// The backward's per-row inputs of the thread's rows row0 + g, row0 + g + 8 (g = lane / 4) of
+// query head `head`: lse * log2(e) and delta; 0 past the group's end.
+FUSED_HD void query_row_stats(const KernelParams& p, const QueryCta& c, int row0, int lane,
+                              int head, float (&lse2)[2], float (&dl)[2]) {
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t r = query_row_index(p, c, row0 + (lane >> 2) + 8 * rr, head);
+    lse2[rr] = r >= 0 ? p.lse_in[r] * kLog2e : 0.f;
+    dl[rr] = r >= 0 ? p.delta[r] : 0.f;
   }
 }
 

@@ -116,14 +116,7 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
     } else {
       load_gather_async<NC, D, 128, Tile>(qdo_src, dst, delta, g, tid);
     }
-    if (tid < NC) {
-      // Queries past the group's end read as lse = delta = 0 with zero Q and dO rows: their
-      // contributions to dV and dK are exactly 0 (and they are masked anyway).
-      const bool valid = (gr.valid >> tid) & 1ull;
-      const int64_t r = gr.base + int64_t(delta[tid]) * gr.stride;
-      cp_async_4(sL + slot * Cfg::kStats + 4 * tid, valid ? p.lse_in + r : p.lse_in, valid);
-      cp_async_4(sDl + slot * Cfg::kStats + 4 * tid, valid ? p.delta + r : p.delta, valid);
-    }
+    load_query_stats<NC>(p, gr, delta, sL + slot * Cfg::kStats, sDl + slot * Cfg::kStats, tid);
   };
   TileWalker walk;
   walk.reset();

@@ -110,9 +110,8 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
     }
   };
   TileWalker walk;
-  walk.reset();
   int tb[3];
-  kv_tile_at(p, c, walk.t, tb);
+  first_kv_tile(p, c, walk, tb);
   if (c.n_kv > 0) load_kv(tb, 0);
   cp_async_commit();
 
@@ -120,12 +119,7 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   WarpTileTest wt;
   query_rows(p, c, tab, warp, lane, rp, wt);
   float lse2[2], dl[2];
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int64_t r = query_row_index(p, c, row0 + (lane >> 2) + 8 * rr, head);
-    lse2[rr] = r >= 0 ? p.lse_in[r] * kLog2e : 0.f;
-    dl[rr] = r >= 0 ? p.delta[r] : 0.f;
-  }
+  query_row_stats(p, c, row0, lane, head, lse2, dl);
   const uint64_t dq_desc = Tile::k_major(sQ), ddo_desc = Tile::k_major(sdO);
 
   float dq[ND][4];  // set by the first tile's dQ MMA
@@ -145,10 +139,8 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
     wgmma_commit();
     wgmma_wait<1>();  // dQ_{j-1} is done: every warp then leaves the other slots
     __syncthreads();
-    int tn[3] = {tb[0], tb[1], tb[2]};
-    if (j + 1 < c.n_kv) {
-      walk.next(c.nk);
-      kv_tile_at(p, c, walk.t, tn);
+    int tn[3];
+    if (next_kv_tile(p, c, walk, j, tb, tn)) {
       load_kv(tn, st ^ 1);
       cp_async_commit();
     }

@@ -100,9 +100,8 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
     load_gather_async<Cfg::kCols, D, 128, KV>(kv_src, dst, delta, g, tid);
   };
   TileWalker walk;
-  walk.reset();
   int tb[3];
-  kv_tile_at(p, c, walk.t, tb);
+  first_kv_tile(p, c, walk, tb);
   if (c.n_kv > 0) load_kv(tb, 0);
   cp_async_commit();
 
@@ -112,12 +111,7 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
   // Start tile j: load tile j + 1 into the slots of tiles j - 1 (K) and j - 2 (V), whose MMAs
   // have finished; wait until tile j has landed and is visible to wgmma.
   auto begin_tile = [&](int j, int (&tn)[3]) {
-    tn[0] = tb[0], tn[1] = tb[1], tn[2] = tb[2];
-    if (j + 1 < c.n_kv) {
-      walk.next(c.nk);
-      kv_tile_at(p, c, walk.t, tn);
-      load_kv(tn, j + 1);
-    }
+    if (next_kv_tile(p, c, walk, j, tb, tn)) load_kv(tn, j + 1);
     cp_async_commit();
     cp_async_wait<1>();
     fence_proxy_async();
