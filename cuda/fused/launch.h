@@ -52,8 +52,10 @@ inline void set_mask_constants(KernelParams& p) {
 }
 
 // Launch `ctas` CTAs of `kernel` (1-D grid, split into launches of at most 2^31 - 1 CTAs);
-// `more` follows the parameter block in the kernel's arguments.
-template <typename Kernel, typename... More>
+// `more` follows the parameter block in the kernel's arguments. kDependent (sm_90 kernels only):
+// programmatic dependent launch (common/pdl.cuh), for a kernel that reads nothing the kernel
+// before it writes and calls wait_for_primary() before it exits.
+template <bool kDependent = false, typename Kernel, typename... More>
 cudaError_t launch_ctas(Kernel kernel, KernelParams p, int64_t ctas, int threads, int smem,
                         cudaStream_t stream, const More&... more) {
   if (ctas <= 0) return cudaSuccess;
@@ -66,9 +68,24 @@ cudaError_t launch_ctas(Kernel kernel, KernelParams p, int64_t ctas, int threads
   for (int64_t off = 0; off < ctas; off += kMaxGrid) {
     p.cta_offset = off;
     const int64_t n = ctas - off < kMaxGrid ? ctas - off : kMaxGrid;
-    kernel<<<dim3(unsigned(n)), dim3(threads), smem, stream>>>(p, more...);
-    const cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess) return e;
+    if constexpr (kDependent) {
+      cudaLaunchAttribute pdl;
+      pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      pdl.val.programmaticStreamSerializationAllowed = 1;
+      cudaLaunchConfig_t cfg{};
+      cfg.gridDim = dim3(unsigned(n));
+      cfg.blockDim = dim3(threads);
+      cfg.dynamicSmemBytes = size_t(smem);
+      cfg.stream = stream;
+      cfg.attrs = &pdl;
+      cfg.numAttrs = 1;
+      const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p, more...);
+      if (e != cudaSuccess) return e;
+    } else {
+      kernel<<<dim3(unsigned(n)), dim3(threads), smem, stream>>>(p, more...);
+      const cudaError_t e = cudaGetLastError();
+      if (e != cudaSuccess) return e;
+    }
   }
   return cudaSuccess;
 }

@@ -18,14 +18,17 @@ namespace hopper {
 
 // Plan Cfg's tiles (stationary side S), then launch KERNEL<T, D, true> with the tensor maps of
 // the loaded tiles where make_maps can express them as TMA boxes, else KERNEL<T, D, false>
-// (cp.async gathers).
+// (cp.async gathers). The dQ kernel (query-stationary) reads nothing the dK/dV kernel before it
+// writes: it is a programmatic dependent launch, so its CTAs fill the SMs that dK/dV's last
+// wave leaves, and it waits for dK/dV only before it exits.
 template <typename Cfg, fused::Stationary S, typename Kernel, typename MakeMaps>
 cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::KernelParams p,
                              int head_dim, bool bf16, MakeMaps make_maps, cudaStream_t stream) {
   const int64_t ctas = fused::plan_grid<Cfg, S>(p);
   TmaMaps maps{};
   const Kernel kernel = make_maps(p, head_dim, bf16, maps) ? kernel_tma : kernel_gather;
-  return fused::launch_ctas(kernel, p, ctas, Cfg::kThreads, Cfg::kSmem, stream, maps);
+  constexpr bool kDependent = S == fused::Stationary::kQuery;
+  return fused::launch_ctas<kDependent>(kernel, p, ctas, Cfg::kThreads, Cfg::kSmem, stream, maps);
 }
 
 }  // namespace hopper

@@ -12,7 +12,8 @@
 //   P = exp(S - lse), masked like the forward (only in warps whose rows do not all see the tile);
 //   dS = P (dP - delta);  dQ += dS K  (wgmma m64nDk16, dS from registers, K MN-major).
 // Two CTAs per SM: one's elementwise work runs under the other's MMAs. Epilogue: dQ * scale,
-// staged as T, 16-byte stores.
+// staged as T, 16-byte stores. Launched dependent on the dK/dV kernel (programmatic dependent
+// launch, which needs nothing that kernel writes): every CTA waits for it before exiting.
 #pragma once
 
 #include <cmath>
@@ -73,7 +74,10 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   const int row0 = 16 * warp;
 
   QueryCta c;
-  if (!setup_query_cta(p, c)) return;
+  if (!setup_query_cta(p, c)) {
+    wait_for_primary();  // launched dependent on dK/dV: finish after it (instantiate_bwd.h)
+    return;
+  }
   const int head = c.cta.head;
   const int kvh = head / p.group_size;
   Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
@@ -175,6 +179,7 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   stage_rows<T, D>(dq, mul, sQ, row0, lane);
   __syncthreads();
   store_rows<T, 64, D, 128>(static_cast<char*>(p.dq), sQ, q_off, tid, p.nonfinite);
+  wait_for_primary();  // the grid ends after dK/dV's: what follows on the stream may read both
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
 #endif
