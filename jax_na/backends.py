@@ -17,7 +17,7 @@ BACKENDS = (REFERENCE,) + _native.CPU_FAMILIES + _native.CUDA_FAMILIES
 
 # Head dims the tensor-core families are built for; any other head_dim goes to cuda-naive.
 TENSOR_CORE_HEAD_DIMS = (32, 64, 128)
-# cuda-hopper's wgmma forward: f16/bf16 at these head dims; other problems go to cuda-fused.
+# cuda-hopper's wgmma kernels: f16/bf16 at these head dims; other problems go to cuda-fused.
 HOPPER_HEAD_DIMS = (64, 128)
 
 
