@@ -59,9 +59,12 @@ cd "$ROOT"
 # --- registers / spills (ptxas -v from the verbose build) and tensor-core instructions --------
 stage "kernels: registers, spills, HMMA/HGMMA"
 demangle() { if command -v cu++filt >/dev/null; then cu++filt; elif command -v c++filt >/dev/null; then c++filt; else cat; fi; }
-if [ -f "$OUT/build.log" ]; then
-  $PY - "$OUT/build.log" >"$OUT/kernels.txt" <<'EOF'
-import re, shutil, subprocess, sys
+# From ptxas -v in the build log; when the build reused its objects (scikit-build-core keeps
+# build/, so ptxas did not run), from cuobjdump -res-usage of the installed module instead
+# (local memory per thread stands in for spills there).
+if [ -f "$OUT/build.log" ] || [ -n "$SO" ]; then
+  $PY - "$OUT/build.log" "$SO" >"$OUT/kernels.txt" <<'EOF'
+import os, re, shutil, subprocess, sys
 tool = shutil.which("cu++filt") or shutil.which("c++filt")
 def demangle(n):
     d = subprocess.run([tool], input=n, capture_output=True, text=True).stdout.strip() if tool else n
@@ -76,7 +79,8 @@ def demangle(n):
     return d
 fn = stack = None
 rows = set()
-for line in open(sys.argv[1], errors="replace"):
+log = open(sys.argv[1], errors="replace").read().splitlines() if os.path.exists(sys.argv[1]) else []
+for line in log:
     m = re.search(r"Compiling entry function '(\S+)' for '(sm_\w+)'", line)
     if m:
         fn, arch = m.groups()
@@ -89,6 +93,22 @@ for line in open(sys.argv[1], errors="replace"):
     if m and fn and stack:
         rows.add((arch, int(m.group(1)), stack[0], f"{stack[1]}/{stack[2]}", fn))
         fn = None
+if not rows and sys.argv[2] and shutil.which("cuobjdump"):
+    print("# from cuobjdump -res-usage (no ptxas report in the build log): spill=local:N is local memory")
+    res = subprocess.run(["cuobjdump", "-res-usage", sys.argv[2]], capture_output=True, text=True).stdout
+    arch = None
+    for line in res.splitlines():
+        m = re.match(r"arch = (sm_\w+)", line)
+        if m:
+            arch = m.group(1)
+        m = re.match(r"\s*Function (\S+):", line)
+        if m:
+            fn = m.group(1)
+        m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", line)
+        if m and fn and arch:
+            reg, st, loc = m.groups()
+            rows.add((arch, int(reg), st, "0/0" if loc == "0" else f"local:{loc}", fn))
+            fn = None
 for arch, regs, st, sp, fn in sorted(rows, key=lambda r: (r[4], r[0])):
     print(f"{arch:7s} regs={regs:<4d} stack={st:<4s} spill={sp:<8s} {demangle(fn)}")
 EOF
