@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../common/pdl.cuh"
 #include "params.h"
 #include "problem.h"
 #include "tile_scheduler.h"
@@ -69,17 +70,8 @@ cudaError_t launch_ctas(Kernel kernel, KernelParams p, int64_t ctas, int threads
     p.cta_offset = off;
     const int64_t n = ctas - off < kMaxGrid ? ctas - off : kMaxGrid;
     if constexpr (kDependent) {
-      cudaLaunchAttribute pdl;
-      pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      pdl.val.programmaticStreamSerializationAllowed = 1;
-      cudaLaunchConfig_t cfg{};
-      cfg.gridDim = dim3(unsigned(n));
-      cfg.blockDim = dim3(threads);
-      cfg.dynamicSmemBytes = size_t(smem);
-      cfg.stream = stream;
-      cfg.attrs = &pdl;
-      cfg.numAttrs = 1;
-      const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p, more...);
+      const cudaError_t e = launch_maybe_dependent(kernel, dim3(unsigned(n)), dim3(threads),
+                                                   size_t(smem), stream, true, p, more...);
       if (e != cudaSuccess) return e;
     } else {
       kernel<<<dim3(unsigned(n)), dim3(threads), smem, stream>>>(p, more...);

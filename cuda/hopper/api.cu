@@ -24,6 +24,14 @@ bool on_sm90() {
   return major == 9 && minor == 0;
 }
 
+// dK/dV, then dQ (launched dependent on dK/dV: instantiate_bwd.h).
+template <typename T>
+cudaError_t launch_bwd(const fused::KernelParams& p, int head_dim, cudaStream_t stream) {
+  // Qualified: argument-dependent lookup would also find fused::launch_bwd_*.
+  const cudaError_t e = hopper::launch_bwd_dkdv<T>(p, head_dim, stream);
+  return e != cudaSuccess ? e : hopper::launch_bwd_dq<T>(p, head_dim, stream);
+}
+
 }  // namespace
 
 cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
@@ -45,15 +53,11 @@ cudaError_t bwd(const Problem& pr, const BwdArgs& a, cudaStream_t stream) {
   if (pr.head_dim != 64 && pr.head_dim != 128) return cudaErrorNotSupported;
   if (!on_sm90()) return cudaErrorNotSupported;
   fused::KernelParams p;
-  cudaError_t e = fused::make_bwd_params(pr, a, p);
+  const cudaError_t e = fused::make_bwd_params(pr, a, p);
   if (e != cudaSuccess || p.batch == 0) return e;
   const int d = int(pr.head_dim);
-  if (pr.dtype == DType::kF16) {
-    e = hopper::launch_bwd_dkdv<__half>(p, d, stream);
-    return e != cudaSuccess ? e : hopper::launch_bwd_dq<__half>(p, d, stream);
-  }
-  e = hopper::launch_bwd_dkdv<__nv_bfloat16>(p, d, stream);
-  return e != cudaSuccess ? e : hopper::launch_bwd_dq<__nv_bfloat16>(p, d, stream);
+  return pr.dtype == DType::kF16 ? launch_bwd<__half>(p, d, stream)
+                                 : launch_bwd<__nv_bfloat16>(p, d, stream);
 }
 
 }  // namespace hopper

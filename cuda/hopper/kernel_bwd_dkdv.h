@@ -105,7 +105,6 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
   const char* const qdo_src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
   auto load_q = [&](const int (&tb)[3], int head, int slot) {
     const GatherTile gr = q_gather(p, c, tb, head, 1);  // in (token, head) rows
-    const GatherTile g{gr.base * kRowBytes, gr.stride * kRowBytes, gr.valid};
     const uint32_t dst[2] = {sQ + slot * Tile::kBytes, sdO + slot * Tile::kBytes};
     if constexpr (kTma) {
       if (tid == 0) {
@@ -114,6 +113,7 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
         tma_load_tile<Tile, D>(&maps.v, dst[1], bars.at(slot), p, c.cta.b, c.cta.grp, tb, head);
       }
     } else {
+      const GatherTile g{gr.base * kRowBytes, gr.stride * kRowBytes, gr.valid};
       load_gather_async<NC, D, 128, Tile>(qdo_src, dst, delta, g, tid);
     }
     load_query_stats<NC>(p, gr, delta, sL + slot * Cfg::kStats, sDl + slot * Cfg::kStats, tid);

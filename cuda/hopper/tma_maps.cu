@@ -26,10 +26,6 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
-}  // namespace
-
-namespace {
-
 // Maps of two [batch * L0, L1, L2, heads, head_dim] tensors a and b for boxes of 2^lg positions
 // per dim (times the dilation, which is the element stride).
 bool make_maps(const fused::KernelParams& p, const int (&lg)[3], int64_t heads, const void* a,

@@ -68,17 +68,10 @@ cudaError_t launch(const Problem& p, const BwdArgs& in, const Results& r, const 
   if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
       e != cudaSuccess)
     return e;
-  cudaLaunchAttribute pdl;
-  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(unsigned(std::min<int64_t>(sms, (total + kThreads - 1) / kThreads)));
-  cfg.blockDim = dim3(kThreads);
-  cfg.stream = stream;
-  cfg.attrs = &pdl;
-  cfg.numAttrs = major >= 9 ? 1 : 0;
+  const dim3 grid(unsigned(std::min<int64_t>(sms, (total + kThreads - 1) / kThreads)));
   return dispatch_dtype(p, [&](auto t) {
-    return cudaLaunchKernelEx(&cfg, repair_kernel<typename decltype(t)::type>, p, in, r, flag);
+    return launch_maybe_dependent(repair_kernel<typename decltype(t)::type>, grid, dim3(kThreads),
+                                  0, stream, major >= 9, p, in, r, flag);
   });
 }
 
