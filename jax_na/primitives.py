@@ -6,9 +6,10 @@ na_bwd_p(q, k, v, dout, lse, delta)   -> (dq, dk, dv)     delta = rowsum(dout*ou
 Static params: `params` (NAParams) and `backend` (a backend name or "auto"). Each platform's
 lowering emits a jax.ffi custom call to the chosen native family; platforms without one (or
 "auto" with no native family) lower the reference math instead, so every backend enters the
-same way. A CUDA custom call has one more result than the primitive, a uint32[1] flag that
-its handler uses to repair what tiled kernels do to NaN/Inf operands (cuda/repair/repair.h);
-the lowering adds it (an XLA-owned buffer, so CUDA graphs stay valid) and drops it.
+same way. A CUDA custom call has one more result than the primitive, a uint32[3] flag buffer:
+the flag its handler uses to repair what tiled kernels do to NaN/Inf operands
+(cuda/repair/repair.h), and the counter persistent kernels hand out their tiles with. The
+lowering adds it (an XLA-owned buffer, so CUDA graphs stay valid) and drops it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from jax.interpreters import batching, mlir
 
 from . import _native, backends, reference, tuning
 from .params import NAParams
+
+_FLAG_WORDS = 3  # cuda/repair/repair.h kFlagWords
 
 na_fwd_p = jex_core.Primitive("jax_na_fwd")
 na_fwd_p.multiple_results = True
@@ -122,7 +125,7 @@ def _lowering(direction: str, platform: str, fallback):
         lower = jax.ffi.ffi_lowering(_native.target_name(direction, family))
         if platform != "cuda":
             return lower(ctx, *args, **_ffi_attrs(params))
-        flag = jax.core.ShapedArray((1,), np.uint32)
+        flag = jax.core.ShapedArray((_FLAG_WORDS,), np.uint32)
         return lower(ctx.replace(avals_out=[*ctx.avals_out, flag]), *args, **_ffi_attrs(params))[:-1]
 
     return rule

@@ -51,6 +51,9 @@ CASES = {
     "1d-mqa-extra-kv": (C((33,), 5, heads=4, heads_kv=1, n_extra=5, head_dim=32), ALL),
     "1d-causal-large-k-d128": (C((200,), 150, is_causal=True, head_dim=128), (BF16,)),
     "1d-head-dim-40": (C((29,), 7, head_dim=40), (F32, BF16)),
+    # More query tiles than an H100 has SMs: cuda-hopper's persistent CTAs take several each.
+    "1d-many-tiles-d128": (C((4000,), 65, stride=2, is_causal=True, heads=4, head_dim=128, batch=2),
+                           (BF16,)),
     "2d-basic": (C((13, 17), (5, 7), head_dim=32), ALL),
     "2d-dilation-stride": (C((19, 22), (3, 5), stride=(2, 3), dilation=(3, 2), head_dim=64), ALL),
     "2d-causal-mixed": (C((15, 18), (4, 5), stride=(1, 2), is_causal=(True, False), head_dim=32), ALL),
@@ -61,6 +64,8 @@ CASES = {
     "2d-large-k": (C((40, 40), 17, stride=(1, 4), head_dim=32, batch=2), (F32, BF16)),
     "2d-head-dim-40": (C((11, 13), 5, dilation=(2, 1), head_dim=40), (F32, BF16)),
     "2d-v1-like": (C((56, 56), 7, batch=2, heads=2, head_dim=32), (BF16,)),
+    "2d-many-tiles-dilation-gqa": (C((64, 72), 9, dilation=(2, 3), heads=8, heads_kv=4, head_dim=64),
+                                   (F16, BF16)),
     "3d-basic": (C((6, 7, 9), 3, head_dim=32), ALL),
     "3d-mixed": (C((7, 8, 10), (2, 3, 4), stride=(1, 2, 3), dilation=(2, 1, 2),
                    is_causal=(False, True, False), head_dim=64), ALL),

@@ -306,9 +306,9 @@ def _attrs(scale=None, head_dim=64, **over):
     return out
 
 
-# A CUDA target's last result is the non-finite repair's flag, uint32[1] (jax_na/primitives.py);
-# flag_len sets its length here. The helpers return the other results.
-def _ffi_fwd(target, q, k, v, flag_len=1, **over):
+# A CUDA target's last result is its flag buffer, uint32[3] (jax_na/primitives.py); flag_len
+# sets its length here. The helpers return the other results.
+def _ffi_fwd(target, q, k, v, flag_len=3, **over):
     call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct(q.shape, q.dtype),
                                      jax.ShapeDtypeStruct(q.shape[:-1], jnp.float32),
                                      jax.ShapeDtypeStruct((flag_len,), jnp.uint32)))
@@ -318,7 +318,7 @@ def _ffi_fwd(target, q, k, v, flag_len=1, **over):
 
 def _ffi_bwd(target, q, k, v, dout, lse, delta, **over):
     call = jax.ffi.ffi_call(target, tuple(jax.ShapeDtypeStruct(t.shape, t.dtype) for t in (q, k, v))
-                            + (jax.ShapeDtypeStruct((1,), jnp.uint32),))
+                            + (jax.ShapeDtypeStruct((3,), jnp.uint32),))
     attrs = _attrs(head_dim=q.shape[-1], **over)
     return jax.block_until_ready(jax.jit(lambda *a: call(*a, **attrs))(q, k, v, dout, lse, delta))[:-1]
 
@@ -378,9 +378,9 @@ def test_decoder_errors_name_the_cuda_target(family):
     msg = " ".join(str(excinfo.value).split())
     assert re.search(rf"{bwd}: jax_na bwd: delta has shape", msg), msg
     with pytest.raises(Exception) as excinfo:
-        _ffi_fwd(fwd, q, k, v, flag_len=0)
+        _ffi_fwd(fwd, q, k, v, flag_len=2)
     msg = " ".join(str(excinfo.value).split())
-    assert re.search(rf"{fwd}: the non-finite flag result must hold one uint32", msg), msg
+    assert re.search(rf"{fwd}: the flag result must hold 3 uint32", msg), msg
     _assert_valid_call_still_works(family)
 
 

@@ -35,7 +35,9 @@ struct Problem {
 
 // Pointers of one forward call. nonfinite: a device word the tiled CUDA kernels set to nonzero
 // when they store a 16-byte chunk holding a NaN or an Inf (cuda/repair/ then recomputes such
-// chunks exactly); the caller zeroes it first. Null on the CPU.
+// chunks exactly); the caller zeroes it first. tile_counter: two device words, zero before the
+// call, that a persistent kernel hands its tiles out with (it leaves them zero); the Hopper
+// forward needs them. Both null on the CPU.
 struct FwdArgs {
   const void* q;
   const void* k;
@@ -43,6 +45,7 @@ struct FwdArgs {
   void* out;
   float* lse;
   unsigned* nonfinite = nullptr;
+  unsigned* tile_counter = nullptr;
 };
 
 // Pointers of one backward call. delta = rowsum(dout * out) - dlse, computed by XLA.

@@ -8,10 +8,12 @@
 // support this problem (...)", "unsupported GPU", the CUDA error of a failed launch, or a
 // failed scratch allocation.
 //
-// Non-finite inputs: every CUDA handler has one more result than the CPU ones, a uint32[1] flag
-// that Python's lowering adds and drops (jax_na/primitives.py). The tiled families use it to
-// repair what tiles do to NaN/Inf operands (cuda/repair/repair.h): arm, run, repair. The
-// pairwise naive family is exact as it is and leaves it unused.
+// Non-finite inputs: every CUDA handler has one more result than the CPU ones, a uint32[3] flag
+// buffer that Python's lowering adds and drops (jax_na/primitives.py). The tiled families use
+// its first word to repair what tiles do to NaN/Inf operands (cuda/repair/repair.h): arm, run,
+// repair; the other two are the forward's tile counter (FwdArgs::tile_counter: the Hopper
+// forward's persistent CTAs), zeroed by the same arm. The pairwise naive family is exact as it
+// is and leaves the buffer unused.
 //
 // Traits: the handlers are command-buffer (CUDA graph) compatible: they only launch kernels and
 // memsets on XLA's stream, never synchronise or query it, and allocate nothing (every family's
@@ -114,9 +116,10 @@ ffi::Error cuda_failure(const std::string& target, const char* family, const Pro
 using Flag = ffi::Result<ffi::Buffer<ffi::U32>>;
 
 ffi::Error check_flag(const char* target, Flag& flag) {
-  if (flag->element_count() >= 1) return ffi::Error::Success();
-  return ffi::Error::InvalidArgument(std::string(target) +
-                                     ": the non-finite flag result must hold one uint32");
+  if (flag->element_count() >= repair::kFlagWords) return ffi::Error::Success();
+  return ffi::Error::InvalidArgument(
+      std::string(target) + ": the flag result must hold " + std::to_string(repair::kFlagWords) +
+      " uint32 (the non-finite flag, the tile counter)");
 }
 
 // Arm the flag, run the family, repair (families that compute each pair alone skip both).
@@ -155,6 +158,7 @@ ffi::Error FwdCuda(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
       return ffi_decode::with_target(target, e);
     if (auto e = check_flag(target, flag); e.failure()) return e;
     count_call(stream);
+    a.tile_counter = flag->typed_data() + 1;
     const cudaError_t err =
         run_repaired<F>(p, a, flag->typed_data(), stream, F::fwd, repair::fwd);
     return err == cudaSuccess ? ffi::Error::Success() : cuda_failure(target, F::kName, p, err);

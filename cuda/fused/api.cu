@@ -60,6 +60,7 @@ cudaError_t make_fwd_params(const Problem& pr, const FwdArgs& a, KernelParams& p
   if (p.batch > 0 && (!a.q || !a.k || !a.v || !a.out || !a.lse || !a.nonfinite))
     return cudaErrorInvalidValue;
   p.q = a.q, p.k = a.k, p.v = a.v, p.out = a.out, p.lse_out = a.lse, p.nonfinite = a.nonfinite;
+  p.tile_counter = a.tile_counter;
   return cudaSuccess;
 }
 

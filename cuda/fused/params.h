@@ -68,7 +68,8 @@ struct KernelParams {
   void* dq;
   void* dk;
   void* dv;
-  unsigned* nonfinite;  // raised by a store of a NaN or an Inf (FwdArgs::nonfinite)
+  unsigned* nonfinite;     // raised by a store of a NaN or an Inf (FwdArgs::nonfinite)
+  unsigned* tile_counter;  // the next tile and the CTAs done (FwdArgs::tile_counter), or null
 };
 
 FUSED_HD void split_row(int r, const int (&lg)[3], int (&c)[3]) {

@@ -21,24 +21,29 @@ struct CtaCoord {
 };
 
 #if defined(__CUDACC__)
-__device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads) {
-  int64_t id = p.cta_offset + blockIdx.x;
+// Tile `id` of the grid's order. I: int64_t, or uint32_t where the tile count fits (persistent
+// kernels decode once per tile inside their loop; a 64-bit division is a call).
+template <typename I>
+__device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads, I id) {
   CtaCoord c;
-  int64_t t = id % p.tiles;
-  id /= p.tiles;
-  int g = int(id % p.groups);
-  id /= p.groups;
-  c.head = int(id % nheads);
-  c.b = id / nheads;
-  c.tile[2] = int(t % p.ntiles[2]);
-  t /= p.ntiles[2];
-  c.tile[1] = int(t % p.ntiles[1]);
-  c.tile[0] = int(t / p.ntiles[1]);
+  I t = id % I(p.tiles);
+  id /= I(p.tiles);
+  int g = int(id % I(p.groups));
+  id /= I(p.groups);
+  c.head = int(id % I(nheads));
+  c.b = int64_t(id / I(nheads));
+  c.tile[2] = int(t % I(p.ntiles[2]));
+  t /= I(p.ntiles[2]);
+  c.tile[1] = int(t % I(p.ntiles[1]));
+  c.tile[0] = int(t / I(p.ntiles[1]));
   c.grp[2] = g % p.dil[2];
   g /= p.dil[2];
   c.grp[1] = g % p.dil[1];
   c.grp[0] = g / p.dil[1];
   return c;
+}
+__device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads) {
+  return decode_cta<int64_t>(p, nheads, p.cta_offset + blockIdx.x);
 }
 #endif
 

@@ -41,6 +41,7 @@ cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
   fused::KernelParams p;
   const cudaError_t e = fused::make_fwd_params(pr, a, p);
   if (e != cudaSuccess || p.batch == 0) return e;
+  if (!a.tile_counter) return cudaErrorInvalidValue;  // the persistent kernel's tile counter
   const int d = int(pr.head_dim);
   return pr.dtype == DType::kF16 ? hopper::launch_fwd<__half>(p, d, stream)
                                  : hopper::launch_fwd<__nv_bfloat16>(p, d, stream);

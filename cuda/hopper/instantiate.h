@@ -29,11 +29,28 @@ inline int64_t plan_tiles(fused::KernelParams& p, int log_rows, int log_cols) {
 // doubled along its outermost dim of extent > 1, the dim SplitWalk splits (shared loads).
 inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols) {
   p.ts = fused::choose_query_stationary(p, 6, log_cols);  // 2^6: one warpgroup's rows
-  const int d = p.ts.qlog[0] > 0 ? 0 : (p.ts.qlog[1] > 0 ? 1 : 2);
-  p.ts.qlog[d] += 1;
+  p.ts.qlog[split_dim(p.ts.qlog)] += 1;
   fused::set_mask_constants(p);
   fused::set_grid(p, p.ts.qlog);
   return p.batch * p.heads * p.groups * p.tiles;
+}
+
+// Launch a persistent kernel: one CTA per SM (or per tile, if fewer), which take the tiles from
+// p.tile_counter; its last argument is the number of tiles, below 2^31.
+template <typename Kernel>
+cudaError_t launch_persistent(Kernel kernel, fused::KernelParams p, int64_t ctas, int threads,
+                              int smem, cudaStream_t stream, const TmaMaps& maps) {
+  if (ctas <= 0) return cudaSuccess;
+  int dev = 0, sms = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (e != cudaSuccess) return e;
+  p.cta_offset = 0;
+  const int64_t grid = sms < ctas ? sms : ctas;
+  kernel<<<dim3(unsigned(grid)), dim3(threads), smem, stream>>>(p, maps, uint32_t(ctas));
+  return cudaGetLastError();
 }
 
 // Launch the warp-specialised kernel with BN-key tiles if its tiles are TMA boxes (the launch's
@@ -42,10 +59,15 @@ template <typename T, int D, int BN>
 bool try_launch_ws(fused::KernelParams p, cudaStream_t stream, cudaError_t& err) {
   using Ws = WsConfig<T, D, BN>;
   const int64_t ctas = plan_ws_tiles(p, Ws::kLogCols);
+  if (ctas > 0x7fffffff) return false;  // the kernel's tile ids are 32-bit
+  // Q comes in boxes of one warpgroup's half (SplitWalk splits the outermost dim of extent > 1).
+  int half[3] = {p.ts.qlog[0], p.ts.qlog[1], p.ts.qlog[2]};
+  --half[split_dim(half)];
+  constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
   TmaMaps maps{};
-  if (!make_kv_maps(p, D, std::is_same<T, __nv_bfloat16>::value, maps)) return false;
-  err = fused::launch_ctas(hopper_fwd_ws_kernel<T, D, BN>, p, ctas, Ws::kThreads, Ws::kSmem,
-                           stream, maps);
+  if (!make_kv_maps(p, D, bf16, maps) || !make_q_map(p, half, D, bf16, maps)) return false;
+  err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN>, p, ctas, Ws::kThreads, Ws::kSmem,
+                          stream, maps);
   return true;
 }
 

@@ -1,14 +1,17 @@
 // Warp-specialised forward kernel of the Hopper family (sm_90a): TMA producers, two consumer
-// warpgroups in ping-pong.
+// warpgroups in ping-pong, persistent CTAs.
 //
 // CTA: 2 consumer warpgroups + 1 producer warpgroup (384 threads; setmaxnreg moves registers
-// to the consumers) per query tile of 128 positions (shape 2^qlog per dim) of one (batch,
-// head, dilation group); consumer warpgroup g owns rows [64 g, 64 g + 64), an aligned sub-box
-// of the tile. Two producer threads walk the key/value tiles (64 keys, shape 2^klog) covering
-// the box of the tile's windows and load each as TMA boxes into rings of KS K slots and VS V
-// slots (full / empty mbarriers per slot), several tiles ahead; the warpgroups share every
-// tile. Each warpgroup computes only the tiles its own rows see, one contiguous run of the
-// load order (SplitWalk), and releases the others at once. Per computed tile (mainloop.h):
+// to the consumers), one per SM; it computes the query tiles blockIdx.x, blockIdx.x + gridDim.x,
+// ... A query tile has 128 positions (shape 2^qlog per dim) of one (batch, head, dilation
+// group); consumer warpgroup g owns rows [64 g, 64 g + 64), an aligned sub-box of the tile. Two
+// producer threads walk the key/value tiles (64 keys, shape 2^klog) covering the box of each
+// query tile's windows and load each as TMA boxes into rings of KS K slots and VS V slots (full /
+// empty mbarriers per slot), several tiles ahead and on into the next query tile, so its first
+// tiles load while the consumers store O. Q is double-buffered and loaded (cp.async) one query
+// tile ahead. The warpgroups share every key/value tile. Each warpgroup computes only the tiles
+// its own rows see, one contiguous run of the load order (SplitWalk), and releases the others at
+// once. Per computed tile (mainloop.h):
 //   issue S_j = Q K_j^T and O += P_prev V_prev; wait S_j; masks where needed; softmax of S_j
 //   while P_prev V_prev runs; wait; rescale O.
 // Ping-pong: named barriers hand the right to issue MMAs back and forth between the
@@ -33,12 +36,19 @@ namespace hopper {
 
 using fused::KernelParams;
 
+// A query tile handed to the CTA: its id (ctas or more: none left) and geometry.
+struct TileSlot {
+  uint32_t id;
+  fused::QueryCta c;
+};
+
 template <typename T, int D, int BN>
 struct WsConfig {
   static_assert(D == 64 || D == 128, "head_dim 64 or 128");
   static constexpr int kConsumers = 2;
   static constexpr int kThreads = 128 * kConsumers + 128;  // + the producer warpgroup
-  // Registers per thread after setmaxnreg: 128 x 40 + 256 x 232 <= 64 K.
+  // Registers per thread after setmaxnreg: 128 x 40 + 256 x 232 <= 384 x 168 (the launch's
+  // pool). The producer keeps the tile geometry in shared memory (TileSlot), not registers.
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = 232;
   static constexpr int kRows = 64 * kConsumers;
@@ -49,12 +59,14 @@ struct WsConfig {
   static constexpr int VS = BN == 128 ? 3 : 4;
   using QTile = GmmaTile<kRows, D>;
   using KVTile = GmmaTile<kCols, D>;
-  static constexpr int kK = QTile::kBytes;
+  static constexpr int kK = 2 * QTile::kBytes;  // Q double-buffered (persistent CTAs)
   static constexpr int kV = kK + KS * KVTile::kBytes;
   static constexpr int kTab = kV + VS * KVTile::kBytes;
-  // mbarriers: full K[KS], full V[VS], empty K[KS], empty V[VS].
+  // mbarriers: full K[KS], full V[VS], empty K[KS], empty V[VS], full Q[2], full tile[2],
+  // empty Q[2]; then the two tile slots.
   static constexpr int kBar = kTab + fused::kMaxTableEntries * 8;
-  static constexpr int kSmem = kBar + 2 * (KS + VS) * 8 + 1024;  // + alignment slack
+  static constexpr int kSlots = kBar + (2 * (KS + VS) + 6) * 8;
+  static constexpr int kSmem = kSlots + 2 * int(sizeof(TileSlot)) + 1024;  // + alignment slack
 };
 
 // Hand registers between warpgroups (all threads of a warpgroup execute these).
@@ -78,6 +90,9 @@ __device__ __forceinline__ void named_arrive(int id, int count) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
+// The dim that splits a query tile between the warpgroups: the outermost with extent > 1.
+FUSED_HD int split_dim(const int (&qlog)[3]) { return qlog[0] > 0 ? 0 : (qlog[1] > 0 ? 1 : 2); }
+
 // A ring slot and the parity of its current use: use u of slot u % N has parity (u / N) % 2.
 template <int N>
 struct Ring {
@@ -98,7 +113,7 @@ struct SplitWalk {
   fused::TileWalker w;
 
   __device__ __forceinline__ SplitWalk(const KernelParams& p, const fused::QueryCta& c) {
-    const int d = p.ts.qlog[0] > 0 ? 0 : (p.ts.qlog[1] > 0 ? 1 : 2);
+    const int d = split_dim(p.ts.qlog);
     perm[0] = d, perm[1] = d == 0 ? 1 : 0, perm[2] = d == 2 ? 1 : 2;
 #pragma unroll
     for (int i = 0; i < 3; ++i) n[i] = fused::pick3(c.nk, perm[i]);
@@ -126,7 +141,8 @@ struct SplitWalk {
 
 template <typename T, int D, int BN>
 __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
-    hopper_fwd_ws_kernel(const KernelParams p, const __grid_constant__ TmaMaps maps) {
+    hopper_fwd_ws_kernel(const KernelParams p, const __grid_constant__ TmaMaps maps,
+                         const uint32_t ctas) {
 #if JAX_NA_WGMMA
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using namespace fused;
@@ -138,66 +154,105 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   constexpr int kConsumerThreads = 128 * Cfg::kConsumers;
   constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
   extern __shared__ char smem_raw[];
-  const uint32_t raw = smem_u32(smem_raw);
-  const uint32_t sQ = (raw + 1023u) & ~1023u;  // swizzle atoms need 1024-byte alignment
-  char* const smem = smem_raw + (sQ - raw);
+  const AlignedSmem sm = align_smem_1024(smem_raw);
+  const uint32_t sQ0 = sm.addr;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
-  QueryCta c;
-  if (!setup_query_cta(p, c)) return;
-  const int head = c.cta.head;
-  const int kvh = head / p.group_size;
-  const uint32_t sK = sQ + Cfg::kK, sV = sQ + Cfg::kV;
-  const uint32_t full_k = sQ + Cfg::kBar, full_v = full_k + 8 * KS;
+  const uint32_t sK = sQ0 + Cfg::kK, sV = sQ0 + Cfg::kV;
+  const uint32_t full_k = sQ0 + Cfg::kBar, full_v = full_k + 8 * KS;
   const uint32_t empty_k = full_v + 8 * VS, empty_v = empty_k + 8 * KS;
-  Window* tab = reinterpret_cast<Window*>(smem + Cfg::kTab);
-
-  auto q_off = [&](int row) -> int64_t {
-    const int64_t r = query_row_index(p, c, row, head);
-    return r < 0 ? -1 : r * kRowBytes;
+  const uint32_t full_q = empty_v + 8 * VS, full_id = full_q + 16, empty_q = full_id + 16;
+  Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
+  // Q of the i-th query tile goes to buffer i % 2 (O is staged over it), one TMA box per
+  // warpgroup half (SplitWalk's dim d splits the tile).
+  auto q_buffer = [&](int i) { return sQ0 + (i & 1) * QT::kBytes; };
+  auto load_q = [&](const QueryCta& cq, int i) {
+    const int d = split_dim(p.ts.qlog);
+    mbar_arrive_expect_tx(full_q + 8 * (i & 1), QT::kBytes);
+#pragma unroll
+    for (int g = 0; g < 2; ++g) {
+      const int half = g << (pick3(p.ts.qlog, d) - 1);
+      const int qb[3] = {cq.qb[0] + (d == 0 ? half : 0), cq.qb[1] + (d == 1 ? half : 0),
+                         cq.qb[2] + (d == 2 ? half : 0)};
+      tma_load_tile<QT, D>(&maps.q, q_buffer(i) + g * 64 * 128, full_q + 8 * (i & 1), p,
+                           cq.cta.b, cq.cta.grp, qb, cq.cta.head);
+    }
   };
-  if (tid < kConsumerThreads) {
-    const char* src[1] = {static_cast<const char*>(p.q)};
-    const uint32_t dst[1] = {sQ};
-    load_rows_async<Cfg::kRows, D, kConsumerThreads, QT>(src, dst, q_off, tid);
-    cp_async_commit();
-  }
-  for (int e = tid; e < table_entries(p.ts.qlog); e += Cfg::kThreads)
-    tab[e] = query_window_entry(p, c, e);
+  // Tile scheduling: the K producer thread takes the CTA's query tiles from the counter (after
+  // its first, blockIdx.x) about one tile ahead of the consumers, so tiles go out in order to
+  // whichever CTA frees first. It publishes the i-th tile in slot i % 2 (full barrier full_id)
+  // and loads its Q once the consumers have stored tile i - 2 from that buffer (empty_q).
+  TileSlot* slots = reinterpret_cast<TileSlot*>(sm.ptr + Cfg::kSlots);
+  auto take_tile = [&](uint32_t id, QueryCta& cq) {  // the first tile with work from id on
+    while (id < ctas && !setup_query_cta(p, decode_cta(p, p.heads, id), cq))
+      id = gridDim.x + atomicAdd(p.tile_counter, 1u);
+    return id;
+  };
+  auto publish = [&](int i, uint32_t id) {
+    slots[i & 1].id = id;
+    mbar_arrive(full_id + 8 * (i & 1));
+    if (id >= ctas) {  // this CTA takes no more tiles; the last one done leaves the counter zero
+      __threadfence();
+      if (atomicAdd(p.tile_counter + 1, 1u) == gridDim.x - 1) {
+        p.tile_counter[0] = 0;
+        p.tile_counter[1] = 0;
+      }
+    }
+  };
+
   if (tid == 0) {
     for (int i = 0; i < KS + VS; ++i) {
       mbar_init(full_k + 8 * i, 1);
       mbar_init(empty_k + 8 * i, Cfg::kConsumers);
     }
+    for (int i = 0; i < 2; ++i) {
+      mbar_init(full_q + 8 * i, 1);
+      mbar_init(full_id + 8 * i, 1);
+      mbar_init(empty_q + 8 * i, kConsumerThreads);
+    }
     mbar_init_fence();
   }
-  // Tables and barriers are ready: the producers start while Q is still landing. This is the
-  // last CTA-wide barrier (the producer warpgroup leaves after its loop).
+  // The last CTA-wide barrier: the producer warpgroup leaves after its loop.
   __syncthreads();
 
   if (warp >= 2 * 4) {  // ---- producer warpgroup: two threads, in different warps
     setmaxnreg_dec<Cfg::kProducerRegs>();
     // K and V are separate streams: a consumer holds V of its last tile until its next computed
-    // tile, whose K must not wait behind that V slot.
+    // tile, whose K must not wait behind that V slot. The rings run on across query tiles.
     const bool k_stream = tid == kConsumerThreads;
     if (k_stream || tid == kConsumerThreads + 32) {
       const CUtensorMap* map = k_stream ? &maps.k : &maps.v;
       const uint32_t base = k_stream ? sK : sV;
       const uint32_t full = k_stream ? full_k : full_v, empty = k_stream ? empty_k : empty_v;
-      const int slots = k_stream ? KS : VS;
-      SplitWalk walk(p, c);
-      int slot = 0;
+      const int ring = k_stream ? KS : VS;
+      int slot = 0, loaded = 0;
       uint32_t phase = 0;
-      for (int j = 0; j < c.n_kv; ++j) {
-        int tb[3];
-        walk.tile(p, c, tb);
-        walk.next();
-        // A slot is refilled once both consumers released its previous tile.
-        if (j >= slots) mbar_wait(empty + 8 * slot, phase ^ 1u);
-        mbar_arrive_expect_tx(full + 8 * slot, KV::kBytes);
-        tma_load_tile<KV, D>(map, base + slot * KV::kBytes, full + 8 * slot, p, c.cta.b,
-                             c.cta.grp, tb, kvh);
-        if (++slot == slots) slot = 0, phase ^= 1u;
+      uint32_t id = blockIdx.x;
+      for (int i = 0;; ++i) {
+        if (k_stream) {  // the K thread also schedules: the next tile, and its Q
+          if (i >= 2) mbar_wait(empty_q + 8 * (i & 1), ((i >> 1) & 1) ^ 1u);
+          if (i > 0) id = gridDim.x + atomicAdd(p.tile_counter, 1u);
+          id = take_tile(id, slots[i & 1].c);  // built in shared memory
+          if (id < ctas) load_q(slots[i & 1].c, i);
+          publish(i, id);
+          if (id >= ctas) break;
+        } else {
+          mbar_wait(full_id + 8 * (i & 1), (i >> 1) & 1);
+          if (slots[i & 1].id >= ctas) break;
+        }
+        const QueryCta& c = slots[i & 1].c;  // read from shared memory where used
+        SplitWalk walk(p, c);
+        for (int j = 0; j < c.n_kv; ++j, ++loaded) {
+          int tb[3];
+          walk.tile(p, c, tb);
+          walk.next();
+          // A slot is refilled once both consumers released its previous tile.
+          if (loaded >= ring) mbar_wait(empty + 8 * slot, phase ^ 1u);
+          mbar_arrive_expect_tx(full + 8 * slot, KV::kBytes);
+          tma_load_tile<KV, D>(map, base + slot * KV::kBytes, full + 8 * slot, p, c.cta.b,
+                               c.cta.grp, tb, c.cta.head / p.group_size);
+          if (++slot == ring) slot = 0, phase ^= 1u;
+        }
       }
     }
     return;
@@ -205,107 +260,125 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
 
   // ---- consumer warpgroups
   setmaxnreg_inc<Cfg::kConsumerRegs>();
-  cp_async_wait<0>();  // this thread's part of Q, then everyone's, visible to wgmma
-  fence_proxy_async();
-  named_sync(1, kConsumerThreads);
   // Broadcast from lane 0: the compiler then treats the warpgroup index (and what derives from
   // it: which tiles the warpgroup computes) as warp-uniform, and keeps its wgmma unserialised.
   const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), row0 = 16 * warp;
   const bool leader = (tid & 127) == 0;  // arrives on the empty barriers for the warpgroup
-  Consumer<T, D, Cfg::kRows, BN> cs;
-  cs.init(p, c, tab, sQ + wg * 64 * 128, row0, lane);
-  WarpTileTest gt;  // the warpgroup's 64 rows: which tiles it computes
-  query_warp_test(p, c, tab, 64 * wg, 64, gt);
-  int pv_slot = 0;  // V slot of the tile whose P V is pending, and the parity of that use
-  uint32_t pv_phase = 0;
   // Ping-pong: warpgroup g issues MMAs after bar.sync on barrier 2 + g; it then hands the turn
-  // to the other with bar.arrive on 3 - g. Warpgroup 1 opens the first turn of warpgroup 0.
-  // Every tile is one turn of each warpgroup, computed or not.
+  // to the other with bar.arrive on 3 - g. Every key/value tile is one turn of each warpgroup,
+  // computed or not.
   const int my_turn = 2 + wg, other_turn = 3 - wg;
-  if (wg == 1) named_arrive(2, kConsumerThreads);
-
-  SplitWalk walk(p, c);
-  int first, last;  // the warpgroup's run of tiles
-  walk.run(p, c, gt, first, last);
   Ring<KS> rk;
   Ring<VS> rv;
-  int tb[3];
-  auto next_tile = [&]() {
-    rk.next();
-    rv.next();
-    walk.next();
-  };
-  auto k_tile = [&]() { return sK + rk.slot * KV::kBytes; };
-  auto release_k = [&]() {
-    if (leader) mbar_arrive(empty_k + 8 * rk.slot);
-  };
-  auto keep = [&](const float (&s)[NT][4]) {
-    cs.keep_p(s);
-    pv_slot = rv.slot, pv_phase = rv.phase;
-  };
-  // A turn on a tile this warpgroup does not compute: hand the turn on, release the tile.
-  auto idle_turn = [&]() {
-    named_sync(my_turn, kConsumerThreads);
-    named_arrive(other_turn, kConsumerThreads);
-    if (leader) mbar_arrive(empty_v + 8 * rv.slot);
-    release_k();
-  };
+  QueryCta c;
+  for (int i = 0;; ++i) {
+    mbar_wait(full_id + 8 * (i & 1), (i >> 1) & 1);
+    if (slots[i & 1].id >= ctas) break;
+    c = slots[i & 1].c;
+    const uint32_t sQ = q_buffer(i);
+    // The previous tile's table reads are done (both warpgroups passed its epilogue barrier).
+    for (int e = tid; e < table_entries(p.ts.qlog); e += kConsumerThreads)
+      tab[e] = query_window_entry(p, c, e);
+    named_sync(1, kConsumerThreads);  // the table is ready
+    mbar_wait(full_q + 8 * (i & 1), (i >> 1) & 1);
 
-  int j = 0;
-  for (; j < first; ++j, next_tile()) idle_turn();
-  if (first < last) {
-    {  // the first computed tile: no P V to overlap yet (O is still zero)
-      walk.tile(p, c, tb);
-      float s[NT][4], alpha[2];
+    Consumer<T, D, Cfg::kRows, BN> cs;
+    cs.init(p, c, tab, sQ + wg * 64 * 128, row0, lane);
+    WarpTileTest gt;  // the warpgroup's 64 rows: which tiles it computes
+    query_warp_test(p, c, tab, 64 * wg, 64, gt);
+    int pv_slot = 0;  // V slot of the tile whose P V is pending, and the parity of that use
+    uint32_t pv_phase = 0;
+    if (wg == 1) named_arrive(2, kConsumerThreads);  // opens warpgroup 0's first turn
+
+    SplitWalk walk(p, c);
+    int first, last;  // the warpgroup's run of tiles
+    walk.run(p, c, gt, first, last);
+    int tb[3];
+    auto next_tile = [&]() {
+      rk.next();
+      rv.next();
+      walk.next();
+    };
+    auto k_tile = [&]() { return sK + rk.slot * KV::kBytes; };
+    auto release_k = [&]() {
+      if (leader) mbar_arrive(empty_k + 8 * rk.slot);
+    };
+    auto keep = [&](const float (&s)[NT][4]) {
+      cs.keep_p(s);
+      pv_slot = rv.slot, pv_phase = rv.phase;
+    };
+    // A turn on a tile this warpgroup does not compute: hand the turn on, release the tile.
+    auto idle_turn = [&]() {
       named_sync(my_turn, kConsumerThreads);
-      mbar_wait(full_k + 8 * rk.slot, rk.phase);
-      wgmma_fence();
-      cs.issue_s(s, k_tile());
       named_arrive(other_turn, kConsumerThreads);
-      wgmma_wait<0>();
+      if (leader) mbar_arrive(empty_v + 8 * rv.slot);
       release_k();
-      cs.scores(p, tb, s, alpha, lane);
-      keep(s);
-      ++j, next_tile();
-    }
-    for (; j < last; ++j, next_tile()) {
-      walk.tile(p, c, tb);
-      float s[NT][4], alpha[2];
-      named_sync(my_turn, kConsumerThreads);
-      mbar_wait(full_k + 8 * rk.slot, rk.phase);
+    };
+
+    int j = 0;
+    for (; j < first; ++j, next_tile()) idle_turn();
+    if (first < last) {
+      {  // the first computed tile: no P V to overlap yet (O is still zero)
+        walk.tile(p, c, tb);
+        float s[NT][4], alpha[2];
+        named_sync(my_turn, kConsumerThreads);
+        mbar_wait(full_k + 8 * rk.slot, rk.phase);
+        wgmma_fence();
+        cs.issue_s(s, k_tile());
+        named_arrive(other_turn, kConsumerThreads);
+        wgmma_wait<0>();
+        release_k();
+        cs.scores(p, tb, s, alpha, lane);
+        keep(s);
+        ++j, next_tile();
+      }
+      for (; j < last; ++j, next_tile()) {
+        walk.tile(p, c, tb);
+        float s[NT][4], alpha[2];
+        named_sync(my_turn, kConsumerThreads);
+        mbar_wait(full_k + 8 * rk.slot, rk.phase);
+        mbar_wait(full_v + 8 * pv_slot, pv_phase);
+        wgmma_fence();
+        cs.issue_s(s, k_tile());
+        cs.issue_pv(sV + pv_slot * KV::kBytes);
+        wgmma_commit();
+        named_arrive(other_turn, kConsumerThreads);
+        wgmma_wait<1>();  // S_j is ready; P_prev V_prev may still run during the softmax
+        release_k();
+        cs.scores(p, tb, s, alpha, lane);
+        wgmma_wait<0>();
+        fence_acc(cs.o);
+        if (leader) mbar_arrive(empty_v + 8 * pv_slot);
+        cs.sm.rescale(cs.o, alpha);
+        keep(s);
+      }
+      // The run's last P V now (outside the turns), so its V slot is free for the producer
+      // while the other warpgroup goes on.
       mbar_wait(full_v + 8 * pv_slot, pv_phase);
-      wgmma_fence();
-      cs.issue_s(s, k_tile());
-      cs.issue_pv(sV + pv_slot * KV::kBytes);
-      wgmma_commit();
-      named_arrive(other_turn, kConsumerThreads);
-      wgmma_wait<1>();  // S_j is ready; P_prev V_prev may still run during the softmax
-      release_k();
-      cs.scores(p, tb, s, alpha, lane);
-      wgmma_wait<0>();
-      fence_acc(cs.o);
+      cs.last_pv(sV + pv_slot * KV::kBytes);
       if (leader) mbar_arrive(empty_v + 8 * pv_slot);
-      cs.sm.rescale(cs.o, alpha);
-      keep(s);
     }
-    // The run's last P V now (outside the turns), so its V slot is free for the producer while
-    // the other warpgroup goes on.
-    mbar_wait(full_v + 8 * pv_slot, pv_phase);
-    cs.last_pv(sV + pv_slot * KV::kBytes);
-    if (leader) mbar_arrive(empty_v + 8 * pv_slot);
-  }
-  for (; j < c.n_kv; ++j, next_tile()) idle_turn();
+    for (; j < c.n_kv; ++j, next_tile()) idle_turn();
 
-  // Take warpgroup 1's last hand-over, so that no arrival is left pending on barrier 2 when
-  // the CTA exits (the next CTA on this SM starts from clean barriers).
-  if (wg == 0) named_sync(2, kConsumerThreads);
-  named_sync(1, kConsumerThreads);  // both warpgroups are done reading Q: stage O over it
-  cs.stage(p, c, sQ, row0, lane);
-  // Each warpgroup stores its own 64 staged rows (disjoint bytes of the staging tile).
-  named_sync(4 + wg, 128);
-  const int r0 = 64 * wg;
-  store_rows<T, 64, D, 128>(static_cast<char*>(p.out), sQ + SmemTile<D>::bytes(r0),
-                            [&](int row) { return q_off(r0 + row); }, tid & 127, p.nonfinite);
+    // Take warpgroup 1's last hand-over, so that no arrival is left pending on barrier 2 when
+    // the next tile (or the next CTA on this SM) starts.
+    if (wg == 0) named_sync(2, kConsumerThreads);
+    named_sync(1, kConsumerThreads);  // both warpgroups are done reading Q: stage O over it
+    cs.stage(p, c, sQ, row0, lane);
+    // Each warpgroup stores its own 64 staged rows (disjoint bytes of the staging tile).
+    named_sync(4 + wg, 128);
+    const int r0 = 64 * wg;
+    store_rows<T, 64, D, 128>(
+        static_cast<char*>(p.out), sQ + SmemTile<D>::bytes(r0),
+        [&](int row) {
+          const int64_t r = query_row_index(p, c, r0 + row, c.cta.head);
+          return r < 0 ? int64_t(-1) : r * kRowBytes;
+        },
+        tid & 127, p.nonfinite);
+    // This thread is done with the buffer; its staging writes come before the TMA refill.
+    fence_proxy_async();
+    mbar_arrive(empty_q + 8 * (i & 1));
+  }
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
 #endif

@@ -53,7 +53,7 @@ struct Consumer {
   }
 
   __device__ __forceinline__ void issue_s(float (&s)[NT][4], uint32_t k_tile) const {
-    gemm_ss_abt<T, BN, D, QT, KV>(s, dq, KV::k_major(k_tile));
+    gemm_ss_abt<T, BN, D, QT, KV, true>(s, dq, KV::k_major(k_tile));
     wgmma_commit();
   }
 

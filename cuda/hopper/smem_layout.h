@@ -20,6 +20,13 @@ namespace hopper {
 __device__ __forceinline__ uint64_t desc_plus(uint64_t d, uint32_t units) {
   return (d & 0xffffffff00000000ull) | uint32_t(uint32_t(d) + units);
 }
+// The same, computed where it is used: a loop over tiles would otherwise hoist every k-step's
+// descriptor of a loop-invariant operand and hold them all (uniform registers) through its body.
+__device__ __forceinline__ uint64_t desc_plus_here(uint64_t d, uint32_t units) {
+  uint32_t lo = uint32_t(d);
+  asm volatile("add.u32 %0, %0, %1;" : "+r"(lo) : "r"(units));
+  return (d & 0xffffffff00000000ull) | lo;
+}
 
 template <int ROWS, int D>
 struct GmmaTile {

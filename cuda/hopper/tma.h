@@ -21,6 +21,7 @@ namespace hopper {
 struct TmaMaps {
   CUtensorMap k;
   CUtensorMap v;
+  CUtensorMap q;  // the forward's Q, in boxes of one warpgroup's half of a query tile
 };
 
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
@@ -99,6 +100,10 @@ __device__ __forceinline__ void tma_load_tile(const CUtensorMap* map, uint32_t d
 bool make_kv_maps(const fused::KernelParams& p, int head_dim, bool bf16, TmaMaps& maps);
 // ... of Q and dO (in maps.k, maps.v) for the query tiles (qlog) of the dK/dV kernel.
 bool make_qdo_maps(const fused::KernelParams& p, int head_dim, bool bf16, TmaMaps& maps);
+// ... of Q (in maps.q) for boxes of 2^lg positions; such a box may run past a batch element's
+// last position into the next (those query rows are never stored).
+bool make_q_map(const fused::KernelParams& p, const int (&lg)[3], int head_dim, bool bf16,
+                TmaMaps& maps);
 
 }  // namespace hopper
 }  // namespace jax_na

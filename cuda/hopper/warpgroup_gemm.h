@@ -13,12 +13,17 @@ namespace jax_na {
 namespace hopper {
 
 // acc (=) A B^T over K = D: A the 64 x D K-major tile at descriptor da (layout ATile), B the
-// N x D K-major tile at db (layout BTile). The first k-step overwrites acc.
-template <typename T, int N, int D, typename ATile, typename BTile>
+// N x D K-major tile at db (layout BTile). The first k-step overwrites acc. kStepAHere: A's
+// k-step descriptors are computed at each use (desc_plus_here), for an A that stays put across
+// an outer loop of a persistent kernel.
+template <typename T, int N, int D, typename ATile, typename BTile, bool kStepAHere = false>
 __device__ __forceinline__ void gemm_ss_abt(float (&acc)[N / 8][4], uint64_t da, uint64_t db) {
 #pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks)
-    wgmma_ss<T, N>(acc, desc_plus(da, ATile::k_step(ks)), desc_plus(db, BTile::k_step(ks)), ks > 0);
+  for (int ks = 0; ks < D / 16; ++ks) {
+    const uint32_t sa = ATile::k_step(ks);
+    const uint64_t a = kStepAHere ? desc_plus_here(da, sa) : desc_plus(da, sa);
+    wgmma_ss<T, N>(acc, a, desc_plus(db, BTile::k_step(ks)), ks > 0);
+  }
 }
 
 // acc += A B over K = 16 KK (acc = A B when !accumulate): A (64 x 16 KK) from registers

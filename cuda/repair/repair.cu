@@ -85,7 +85,8 @@ int64_t chunks_of(const Problem& p, int64_t heads) {
 }  // namespace
 
 cudaError_t arm(unsigned* flag, cudaStream_t stream) {
-  return flag ? cudaMemsetAsync(flag, 0, sizeof(unsigned), stream) : cudaErrorInvalidValue;
+  return flag ? cudaMemsetAsync(flag, 0, kFlagWords * sizeof(unsigned), stream)
+              : cudaErrorInvalidValue;
 }
 
 cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t stream) {

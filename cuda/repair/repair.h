@@ -10,7 +10,7 @@
 // 16-byte chunk holding a NaN or an Inf (common/nonfinite.cuh), and one repair launch after them
 // returns at once unless the word is raised; if it is, it recomputes every non-finite chunk of
 // the results exactly (exact_rows.cuh). A chunk the semantics make non-finite comes out the same.
-// Finite inputs cost a 4-byte memset and one early-exit launch, started ahead by programmatic
+// Finite inputs cost a 12-byte memset and one early-exit launch, started ahead by programmatic
 // dependent launch on sm_90 (common/pdl.cuh); everything stays on the stream, so the handlers
 // remain command-buffer (CUDA graph) compatible.
 #pragma once
@@ -22,7 +22,10 @@
 namespace jax_na {
 namespace repair {
 
-// Zero the call's flag, before the tiled kernels run.
+// A call's flag buffer: the non-finite flag, then FwdArgs::tile_counter (two words).
+constexpr int kFlagWords = 3;
+
+// Zero the call's flag buffer (kFlagWords words), before the tiled kernels run.
 cudaError_t arm(unsigned* flag, cudaStream_t stream);
 
 // After the forward (backward): if a.nonfinite is raised, recompute exactly every non-finite

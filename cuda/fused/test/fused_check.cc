@@ -63,11 +63,12 @@ cudaError_t hopper_or_fused_bwd(const Problem& p, const BwdArgs& a, cudaStream_t
 cudaError_t (*g_fwd)(const Problem&, const FwdArgs&, cudaStream_t) = fused::fwd;
 cudaError_t (*g_bwd)(const Problem&, const BwdArgs&, cudaStream_t) = fused::bwd;
 
-// The kernels' non-finite flag (FwdArgs::nonfinite): one device word, zeroed by each call here.
+// The kernels' non-finite flag (FwdArgs::nonfinite), then FwdArgs::tile_counter: three device
+// words, zeroed by each call here (the kernels leave the counter zero).
 unsigned* nonfinite_flag() {
   static unsigned* flag = nullptr;
-  if (!flag) CK(cudaMalloc(&flag, sizeof(unsigned)));
-  CK(cudaMemset(flag, 0, sizeof(unsigned)));
+  if (!flag) CK(cudaMalloc(&flag, 3 * sizeof(unsigned)));
+  CK(cudaMemset(flag, 0, 3 * sizeof(unsigned)));
   return flag;
 }
 
@@ -372,7 +373,8 @@ void run_case(const Case& cs) {
       delta(nrow, DType::kF32);
   q.upload(hq), k.upload(hk), v.upload(hv), dout.upload(hdo);
   out.poison(), lse.poison();
-  FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p), nonfinite_flag()};
+  unsigned* const flag = nonfinite_flag();
+  FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p), flag, flag + 1};
   CK(g_fwd(p, fa, 0));
   CK(cudaDeviceSynchronize());
   std::vector<int64_t> rows(nrow);
@@ -508,7 +510,8 @@ void bench(const Case& cs, bool do_bwd, int reps) {
   DBuf q(nq, cs.dt), k(nkv, cs.dt), v(nkv, cs.dt), out(nq, cs.dt), lse(nrow, DType::kF32);
   fill(q, 1), fill(k, 2), fill(v, 3);
   out.poison(), lse.poison();
-  FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p), nonfinite_flag()};
+  unsigned* const flag = nonfinite_flag();
+  FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p), flag, flag + 1};
   if (g_profile) {
     DBuf dout(nq, cs.dt), dq(nq, cs.dt), dk(nkv, cs.dt), dv(nkv, cs.dt), delta(nrow, DType::kF32);
     fill(dout, 4);
@@ -638,6 +641,10 @@ int main(int argc, char** argv) {
         mk("f32 2d 12x15 k3,5 d2,1 c gqa", 2, 1, {12, 15}, 4, 2, 64, {3, 5}, {1}, {2, 1}, {1}, F32),
         mk("f32 3d 5x6x7 k3", 3, 1, {5, 6, 7}, 2, 2, 128, {3}, {1}, {1}, {0}, F32),
         mk("f16 2d 17x19 k5 d3", 2, 1, {17, 19}, 2, 2, 128, {5}, {2}, {3}, {0}, F16),
+        // Hopper: more query tiles than SMs (persistent CTAs walk several, across heads, batch
+        // and dilation groups of unequal extents).
+        mk("2d 72x80 k9 d3 gqa8/4 (persistent)", 2, 1, {72, 80}, 8, 4, 64, {9}, {1}, {3}, {0}, BF),
+        mk("1d B2 L4000 k33 s2 causal (persistent)", 1, 2, {4000}, 8, 8, 128, {33}, {2}, {1}, {1}, F16),
         // Hopper: cp.async gather instead of TMA (3-D with batch > 1; dilation > 8).
         mk("3d B2 7x9x12 k3,5,5 s1,2,1", 3, 2, {7, 9, 12}, 2, 2, 64, {3, 5, 5}, {1, 2, 1}, {1}, {0}, BF),
         mk("1d B2 L230 k7 d20", 1, 2, {230}, 2, 1, 128, {7}, {1}, {20}, {0}, F16),
