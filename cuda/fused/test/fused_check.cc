@@ -9,7 +9,7 @@
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I cuda/common \
 //        cuda/fused/*.cu -x cu cuda/fused/test/fused_check.cc -o fused_check
 // or run cuda/fused/test/run_device.sh (builds it when no prebuilt binary runs).
-// Run: ./fused_check [--no-bench] [--no-check] [--only CASE] [--bench PROBLEM] [--reps N]
+// Run: ./fused_check [--no-bench] [--no-check] [--only CASE] [--bench PROBLEM] [--reps N] [--throughput]
 //      [--profile] [--hopper]  (--profile: one forward + backward per selected problem, for ncu;
 //      --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in)
 #include <algorithm>
@@ -467,6 +467,8 @@ void fill(DBuf& b, uint64_t seed) {
   CK(cudaGetLastError());
 }
 
+bool g_throughput = false;  // --throughput: reps launches back to back, one timing
+
 template <typename F>
 double time_ms(F f, int reps) {
   cudaEvent_t a, b;
@@ -475,6 +477,17 @@ double time_ms(F f, int reps) {
   f();
   f();
   CK(cudaDeviceSynchronize());
+  if (g_throughput) {
+    CK(cudaEventRecord(a));
+    for (int r = 0; r < reps; ++r) f();
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return ms / reps;
+  }
   std::vector<float> ts;
   for (int r = 0; r < reps; ++r) {
     CK(cudaEventRecord(a));
@@ -602,6 +615,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--bench") && i + 1 < argc) g_bench_only = argv[++i];
     if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
     if (!strcmp(argv[i], "--profile")) g_profile = true;
+    if (!strcmp(argv[i], "--throughput")) g_throughput = true;
     if (!strcmp(argv[i], "--hopper")) g_fwd = hopper_or_fused_fwd, g_bwd = hopper_or_fused_bwd;
   }
   cudaDeviceProp prop;
