@@ -6,6 +6,7 @@
 // those problems to the fused family.
 #include <cuda_runtime.h>
 
+#include "../common/device.h"
 #include "../fused/launch.h"
 #include "families.h"
 #include "launch.h"
@@ -16,12 +17,8 @@ namespace {
 
 // The kernels are sm_90a code: the device running the stream's work must be compute 9.0.
 bool on_sm90() {
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-    return false;
-  return major == 9 && minor == 0;
+  DeviceInfo dev;
+  return current_device(dev) == cudaSuccess && dev.major == 9 && dev.minor == 0;
 }
 
 // dK/dV, then dQ (launched dependent on dK/dV: instantiate_bwd.h).

@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "../common/device.h"
 #include "../fused/launch.h"
 #include "../fused/params.h"
 #include "../fused/tile_scheduler.h"
@@ -38,17 +39,15 @@ inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols) {
 // Launch a persistent kernel: one CTA per SM (or per tile, if fewer), which take the tiles from
 // p.tile_counter; its last argument is the number of tiles, below 2^31.
 template <typename Kernel>
-cudaError_t launch_persistent(Kernel kernel, fused::KernelParams p, int64_t ctas, int threads,
-                              int smem, cudaStream_t stream, const TmaMaps& maps) {
+cudaError_t launch_persistent(Kernel kernel, const fused::KernelParams& p, int64_t ctas,
+                              int threads, int smem, cudaStream_t stream, const TmaMaps& maps) {
   if (ctas <= 0) return cudaSuccess;
-  int dev = 0, sms = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  DeviceInfo dev;
+  cudaError_t e = current_device(dev);
   if (e == cudaSuccess)
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
-  p.cta_offset = 0;
-  const int64_t grid = sms < ctas ? sms : ctas;
+  const int64_t grid = dev.sms < ctas ? dev.sms : ctas;
   kernel<<<dim3(unsigned(grid)), dim3(threads), smem, stream>>>(p, maps, uint32_t(ctas));
   return cudaGetLastError();
 }

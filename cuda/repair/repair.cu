@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../common/device.h"
 #include "../common/dtype_dispatch.cuh"
 #include "../common/nonfinite.cuh"
 #include "../common/pdl.cuh"
@@ -60,18 +61,12 @@ cudaError_t launch(const Problem& p, const BwdArgs& in, const Results& r, const 
   int64_t total = 0;
   for (int s = 0; s < r.n; ++s) total += r.chunks[s];
   if (total == 0) return cudaSuccess;
-  int dev = 0, sms = 0, major = 0;
-  if (cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
-  if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-      e != cudaSuccess)
-    return e;
-  if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-      e != cudaSuccess)
-    return e;
-  const dim3 grid(unsigned(std::min<int64_t>(sms, (total + kThreads - 1) / kThreads)));
+  DeviceInfo dev;
+  if (cudaError_t e = current_device(dev); e != cudaSuccess) return e;
+  const dim3 grid(unsigned(std::min<int64_t>(dev.sms, (total + kThreads - 1) / kThreads)));
   return dispatch_dtype(p, [&](auto t) {
     return launch_maybe_dependent(repair_kernel<typename decltype(t)::type>, grid, dim3(kThreads),
-                                  0, stream, major >= 9, p, in, r, flag);
+                                  0, stream, dev.major >= 9, p, in, r, flag);
   });
 }
 
