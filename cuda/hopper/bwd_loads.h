@@ -7,11 +7,26 @@
 #include <cstdint>
 
 #include "../fused/arch.h"
+#include "smem_layout.h"
 #include "tma.h"
 #include "wgmma.h"
 
 namespace jax_na {
 namespace hopper {
+
+// The tile shape of both backward kernels: one warpgroup, 64 stationary rows (the wgmma M)
+// against iterated tiles of 64 rows, in the 128-byte-swizzled layout; two CTAs per SM.
+template <int D>
+struct BwdTiles {
+  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  static constexpr int kThreads = 128;
+  static constexpr int kRows = 64;
+  static constexpr int kCols = 64;
+  static constexpr int kLogRows = 6;
+  static constexpr int kLogCols = 6;
+  static constexpr int kMinBlocks = 2;
+  using Tile = GmmaTile<64, D>;
+};
 
 template <bool kTma>
 struct SlotBarriers {

@@ -36,17 +36,12 @@
 namespace jax_na {
 namespace hopper {
 
+// Rows: keys per CTA; columns: queries per iterated tile.
 template <typename T, int D>
-struct BwdDkdvConfig {
-  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
-  static constexpr int kThreads = 128;
-  static constexpr int kRows = 64;  // keys per CTA (the wgmma M)
-  static constexpr int kCols = 64;  // queries per iterated tile
-  static constexpr int kLogRows = 6;
-  static constexpr int kLogCols = 6;
-  static constexpr int kMinBlocks = 2;
+struct BwdDkdvConfig : BwdTiles<D> {
+  using typename BwdTiles<D>::Tile;
+  using BwdTiles<D>::kCols;
   static constexpr bool kDeferDk = D < 128;  // dK's MMA runs into the next tile
-  using Tile = GmmaTile<64, D>;
   // K, V, 2 x Q, 2 x dO (1024-byte aligned), 2 x (lse, delta), then the tables.
   static constexpr int kV = Tile::kBytes;
   static constexpr int kQ = 2 * Tile::kBytes;

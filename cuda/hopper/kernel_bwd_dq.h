@@ -35,16 +35,11 @@
 namespace jax_na {
 namespace hopper {
 
+// Rows: queries per CTA; columns: keys per key/value tile.
 template <typename T, int D>
-struct BwdDqConfig {
-  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
-  static constexpr int kThreads = 128;
-  static constexpr int kRows = 64;  // queries per CTA (the wgmma M)
-  static constexpr int kCols = 64;  // keys per key/value tile
-  static constexpr int kLogRows = 6;
-  static constexpr int kLogCols = 6;
-  static constexpr int kMinBlocks = 2;
-  using Tile = GmmaTile<64, D>;
+struct BwdDqConfig : BwdTiles<D> {
+  using typename BwdTiles<D>::Tile;
+  using BwdTiles<D>::kCols;
   // Q, dO, 2 x K, 2 x V (1024-byte aligned), then the window and token-offset tables.
   static constexpr int kDO = Tile::kBytes;
   static constexpr int kK = 2 * Tile::kBytes;
