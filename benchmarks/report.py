@@ -30,6 +30,8 @@ def derive(rows, floors: dict | None) -> list[dict]:
             d["time_ms"] = t.median_s * 1e3
             d["compile_s"] = round(r.compile_s or 0.0, 3)
             d["n_input_sets"] = r.n_input_sets
+            if r.host_median_s is not None:  # chained (timing.chain): the blocks-of-calls time too
+                d["host_timed_ms"] = r.host_median_s * 1e3
             d["tflops"] = r.problem.flops(r.mode) / t.median_s / 1e12
             b = base.get((r.problem.name, r.mode))
             if b:
@@ -57,6 +59,9 @@ def _cells(d: dict) -> list[str]:
     if "rel_err" in d:
         err = f"{d['rel_err']:.1e}" + ("" if d["rel_err_ok"] else " BAD")
     note = d.get("reason", "")
+    if "host_timed_ms" in d:
+        note = f"×{d['calls_per_dispatch']} chained (host-timed {_fmt_ms(d['host_timed_ms'])})" + (
+            f"; {note}" if note else "")
     return [d["problem"], d["mode"], d["peer"], _fmt_ms(d["time_ms"]),
             f"{_fmt_ms(d['p10_ms'])}–{_fmt_ms(d['p90_ms'])}", f"{d['tflops']:.3g}", spd, pct, err, note]
 

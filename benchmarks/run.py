@@ -51,6 +51,9 @@ def parse_args(argv=None):
     ap.add_argument("--no-floors", action="store_true", help="skip measuring the matmul/copy ceilings")
     ap.add_argument("--floor-budget-s", type=float, default=1.0, help="measuring budget of each ceiling")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chain-below-ms", type=float,
+                    help="time forwards faster than this also chained, n calls per dispatch, and report that "
+                         "(device-bound; default 1 on GPU, 0 = off on CPU)")
     ap.add_argument("--dry-run", action="store_true", help="list what would run; run nothing")
     ap.add_argument("--optimize", action="store_true", help="time the jax_na backends, cache the best")
     ap.add_argument("--cache", help="tuning cache path (default $JAX_NA_TUNING_CACHE or ~/.cache/jax_na/tuning.json)")
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
     limit_default, row_default = SUITE_DEFAULTS[suite]
     limits = runner.Limits(time_limit_s=a.time_limit or limit_default, max_row_s=a.max_row_s or row_default,
                            min_row_s=min(0.2, a.max_row_s or row_default), max_call_s=a.max_call_s,
-                           mem_frac=a.mem_frac, seed=a.seed)
+                           mem_frac=a.mem_frac, seed=a.seed,
+                           chain_below_s=None if a.chain_below_ms is None else a.chain_below_ms * 1e-3)
     bench_peers = peers_mod.select(peers_mod.all_peers(), a.peers)
 
     if a.dry_run:

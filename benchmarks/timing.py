@@ -12,6 +12,11 @@
 - A budget in seconds bounds the recorded blocks: slow functions get fewer blocks (at least
   `min_blocks` unless that takes over 1.5× the budget, and always one), fast ones up to
   `max_blocks`. The first call and the warm-up block come on top.
+- Device-bound timing (`chain`): where one call's host dispatch costs more than its device work
+  (tens of microseconds a call on the H100 machine, so every forward under ~0.1 ms), blocks of
+  calls measure the host. A forward is then also timed as `chain` of n calls in one compiled
+  function, each call's output the next call's q (k and v from the input sets in turn): one
+  dispatch runs n calls back to back, as they run inside a model, and per_call() divides by n.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ class Timing:
     calls_per_block: int
     first_call_s: float
     total_s: float
+    calls_per_dispatch: int = 1  # n of a chained timing (per_call); 1: one call per dispatch
 
     def to_json(self) -> dict:
         ms = lambda s: round(s * 1e3, 6)  # noqa: E731
         return {"median_ms": ms(self.median_s), "p10_ms": ms(self.p10_s), "p90_ms": ms(self.p90_s),
                 "min_ms": ms(self.min_s), "n_blocks": self.n_blocks,
-                "calls_per_block": self.calls_per_block, "first_call_ms": ms(self.first_call_s),
-                "measure_s": round(self.total_s, 3)}
+                "calls_per_block": self.calls_per_block, "calls_per_dispatch": self.calls_per_dispatch,
+                "first_call_ms": ms(self.first_call_s), "measure_s": round(self.total_s, 3)}
 
 
 def compile_fn(fn, example_args):
@@ -96,6 +102,33 @@ def time_compiled(call, arg_sets, *, budget_s: float = 2.0, target_block_s: floa
     s = np.asarray(samples)
     return Timing(float(np.median(s)), float(np.percentile(s, 10)), float(np.percentile(s, 90)),
                   float(s.min()), len(samples), cpb, first, time.perf_counter() - start)
+
+
+def chain(f, n: int, n_sets: int):
+    """f(q, k, v) -> out (q's shape and dtype) n times in one function of the n_sets flattened
+    input sets (q0, k0, v0, q1, ...): call i reads the previous output as q and the k, v of set
+    i % n_sets. The data dependence keeps XLA from hoisting or merging calls."""
+    def g(*flat):
+        q = flat[0]
+        for i in range(n):
+            s = 3 * (i % n_sets)
+            q = f(q, flat[s + 1], flat[s + 2])
+        return q
+
+    return g
+
+
+def chains(f, q, k, v) -> bool:
+    """Whether f's output can feed its q (chain)."""
+    out = jax.eval_shape(f, q, k, v)
+    return isinstance(out, jax.ShapeDtypeStruct) and out.shape == q.shape and out.dtype == q.dtype
+
+
+def per_call(t: Timing, n: int) -> Timing:
+    """A timing of chain(f, n, ...) as the timing of one call of f."""
+    return dataclasses.replace(t, median_s=t.median_s / n, p10_s=t.p10_s / n, p90_s=t.p90_s / n,
+                               min_s=t.min_s / n, first_call_s=t.first_call_s / n,
+                               calls_per_dispatch=n)
 
 
 def dispatch_overhead_s(n_calls: int = 200) -> float:

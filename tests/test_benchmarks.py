@@ -6,6 +6,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from benchmarks import problems, profiler, run, timing
@@ -35,6 +36,32 @@ def test_timing_reports_median_and_spread():
     t = timing.time_compiled(compiled, xs, budget_s=0.05, target_block_s=1e-3)
     assert compile_s >= 0 and t.n_blocks >= 3 and t.calls_per_block >= 1
     assert 0 < t.min_s <= t.p10_s <= t.median_s <= t.p90_s
+
+
+def test_chain_runs_calls_back_to_back_in_one_dispatch():
+    f = lambda q, k, v: jnp.tanh(q @ k.T @ v)  # noqa: E731 - out has q's shape
+    sets = [tuple(jnp.full((8, 8), 0.05 * (1 + i + j)) + jnp.eye(8) * j for j in range(3)) for i in range(2)]
+    assert timing.chains(f, *sets[0]) and not timing.chains(lambda q, k, v: q[0], *sets[0])
+    flat = [x for s in sets for x in s]
+    want = f(f(f(sets[0][0], *sets[0][1:]), *sets[1][1:]), *sets[0][1:])  # k, v of sets 0, 1, 0
+    np.testing.assert_allclose(timing.chain(f, 3, 2)(*flat), want, rtol=1e-6)
+    compiled, _ = timing.compile_fn(timing.chain(f, 3, 2), flat)
+    t = timing.time_compiled(compiled, [flat], budget_s=0.05, target_block_s=1e-3)
+    one = timing.per_call(t, 3)
+    assert one.calls_per_dispatch == 3 and one.median_s == pytest.approx(t.median_s / 3)
+    assert 0 < one.min_s <= one.median_s <= one.p90_s
+
+
+def test_fast_forwards_are_timed_chained(tmp_path, capsys):
+    js = tmp_path / "c.json"
+    argv = ["--suite", "quick", "--problems", "Q2,Q2d", "--peers", "reference,xla-full", "--modes", "fwd",
+            "--chain-below-ms", "1e4", "--max-row-s", "0.05", "--no-floors", "--json", str(js)]
+    assert run.main(argv) == 0
+    assert capsys.readouterr().out.count("×32 chained (host-timed") == 4
+    rows = [r for r in json.loads(js.read_text())["rows"] if r["status"] == "ok"]
+    assert len(rows) == 4 and any("timed once" in r["reason"] for r in rows)  # Q2d's dense row is Q2's
+    for r in rows:
+        assert r["calls_per_dispatch"] == 32 and r["host_timed_ms"] > 0 and r["time_ms"] > 0
 
 
 def test_tuning_key_is_a_stable_signature():

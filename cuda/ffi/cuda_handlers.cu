@@ -13,7 +13,7 @@
 // its first word to repair what tiles do to NaN/Inf operands (cuda/repair/repair.h): arm, run,
 // repair; the other two are the forward's tile counter (FwdArgs::tile_counter: the Hopper
 // forward's persistent CTAs), zeroed by the same arm. The pairwise naive family is exact as it
-// is and leaves the buffer unused.
+// is and leaves the buffer unused; the Hopper forward repairs its own results (no repair launch).
 //
 // Traits: the handlers are command-buffer (CUDA graph) compatible: they only launch kernels and
 // memsets on XLA's stream, never synchronise or query it, and allocate nothing (every family's
@@ -122,15 +122,16 @@ ffi::Error check_flag(const char* target, Flag& flag) {
       " uint32 (the non-finite flag, the tile counter)");
 }
 
-// Arm the flag, run the family, repair (families that compute each pair alone skip both).
+// Arm the flag, run the family, repair (families that compute each pair alone skip both; a run
+// that leaves its results exact itself, `exact`, skips the repair launch).
 template <class F, class Args, class Run, class Fix>
 cudaError_t run_repaired(const Problem& p, Args& a, unsigned* flag, cudaStream_t stream,
-                         const Run& run, const Fix& fix) {
+                         bool exact, const Run& run, const Fix& fix) {
   if (F::kPairwise) return run(p, a, stream);
   a.nonfinite = flag;
   if (cudaError_t e = repair::arm(flag, stream); e != cudaSuccess) return e;
   if (cudaError_t e = run(p, a, stream); e != cudaSuccess) return e;
-  return fix(p, a, stream);
+  return exact ? cudaSuccess : fix(p, a, stream);
 }
 
 template <class Fn>
@@ -160,7 +161,7 @@ ffi::Error FwdCuda(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
     count_call(stream);
     a.tile_counter = flag->typed_data() + 1;
     const cudaError_t err =
-        run_repaired<F>(p, a, flag->typed_data(), stream, F::fwd, repair::fwd);
+        run_repaired<F>(p, a, flag->typed_data(), stream, F::kExactFwd, F::fwd, repair::fwd);
     return err == cudaSuccess ? ffi::Error::Success() : cuda_failure(target, F::kName, p, err);
   });
 }
@@ -198,7 +199,7 @@ ffi::Error BwdCuda(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
       a.workspace = *mem;
     }
     const cudaError_t err =
-        run_repaired<F>(p, a, flag->typed_data(), stream, F::bwd, repair::bwd);
+        run_repaired<F>(p, a, flag->typed_data(), stream, false, F::bwd, repair::bwd);
     return err == cudaSuccess ? ffi::Error::Success() : cuda_failure(target, F::kName, p, err);
   });
 }
@@ -220,14 +221,17 @@ using TraitList = std::initializer_list<ffi::Traits>;
 
 // Adapts a family namespace to a type the templates above take, and defines its two handlers;
 // bwd_cmd_buffer: whether the bwd handler is declared command-buffer compatible (see the top);
-// pairwise: the family computes each (query, key) pair alone, so needs no non-finite repair.
-#define JAX_NA_CUDA_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, false)
-#define JAX_NA_CUDA_PAIRWISE_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, true)
-#define JAX_NA_CUDA_FAMILY_BWD_SCRATCH(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, false, false)
-#define JAX_NA_CUDA_FAMILY_IMPL(ns, bwd_cmd_buffer, pairwise)                                  \
+// pairwise: the family computes each (query, key) pair alone, so needs no non-finite repair;
+// exact_fwd: the family's fwd repairs what its tiles did itself (no repair launch after it).
+#define JAX_NA_CUDA_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, false, false)
+#define JAX_NA_CUDA_PAIRWISE_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, true, false)
+#define JAX_NA_CUDA_FAMILY_EXACT_FWD(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, false, true)
+#define JAX_NA_CUDA_FAMILY_BWD_SCRATCH(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, false, false, false)
+#define JAX_NA_CUDA_FAMILY_IMPL(ns, bwd_cmd_buffer, pairwise, exact_fwd)                       \
   struct ns##_ops {                                                                            \
     static constexpr const char* kName = #ns;                                                  \
     static constexpr bool kPairwise = pairwise;                                                \
+    static constexpr bool kExactFwd = exact_fwd;                                               \
     static constexpr const char* kFwdTarget = "jax_na_fwd_cuda_" #ns;                          \
     static constexpr const char* kBwdTarget = "jax_na_bwd_cuda_" #ns;                          \
     static cudaError_t fwd(const Problem& p, const FwdArgs& a, cudaStream_t s) {               \
@@ -254,11 +258,12 @@ JAX_NA_CUDA_FAMILY(gemm)
 JAX_NA_CUDA_FAMILY(fused)
 #endif
 #if JAX_NA_HAS_HOPPER
-JAX_NA_CUDA_FAMILY(hopper)
+JAX_NA_CUDA_FAMILY_EXACT_FWD(hopper)
 #endif
 
 #undef JAX_NA_CUDA_FAMILY
 #undef JAX_NA_CUDA_PAIRWISE_FAMILY
+#undef JAX_NA_CUDA_FAMILY_EXACT_FWD
 #undef JAX_NA_CUDA_FAMILY_BWD_SCRATCH
 #undef JAX_NA_CUDA_FAMILY_IMPL
 

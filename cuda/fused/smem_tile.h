@@ -85,26 +85,37 @@ __device__ __forceinline__ void load_gather_async(const char* const (&src)[NT],
   }
 }
 
-// Copy a ROWS x D staged tile of T from shared memory to global rows (16-byte stores); rows with
-// a negative offset are skipped. A stored chunk holding a NaN or an Inf raises *nonfinite: a
-// masked pair's 0 * x may have put it there (cuda/repair/).
-template <typename T, int ROWS, int D, int NTHREADS, typename RowOffset>
-__device__ __forceinline__ void store_rows(char* dst, uint32_t src, RowOffset row_offset, int tid,
-                                           unsigned* nonfinite) {
-  using Sm = SmemTile<D>;
-  constexpr int kTotal = ROWS * Sm::kChunks;
+// The 16-byte chunks of a ROWS x D tile that thread tid of NTHREADS copies to its global row
+// (rows with a negative offset are skipped): f(row, chunk, byte offset of the row). kUnroll:
+// false for cold paths (one copy of f's code).
+template <int ROWS, int D, int NTHREADS, bool kUnroll = true, typename RowOffset, typename F>
+__device__ __forceinline__ void for_thread_chunks(RowOffset row_offset, int tid, F f) {
+  constexpr int kChunks = SmemTile<D>::kChunks, kTotal = ROWS * kChunks;
   static_assert(kTotal % NTHREADS == 0, "tile chunks must split evenly over the threads");
-#pragma unroll
+#pragma unroll(kUnroll ? kTotal / NTHREADS : 1)
   for (int it = 0; it < kTotal / NTHREADS; ++it) {
     const int i = tid + it * NTHREADS;
-    const int row = i / Sm::kChunks, c = i % Sm::kChunks;
+    const int row = i / kChunks, c = i % kChunks;
     const int64_t off = row_offset(row);
-    if (off >= 0) {
-      const uint4 v = lds_u128(src + Sm::offset(row, c));
-      *reinterpret_cast<uint4*>(dst + off + c * 16) = v;
-      flag_nonfinite<T>(v, nonfinite);
-    }
+    if (off >= 0) f(row, c, off);
   }
+}
+
+// Copy a ROWS x D staged tile of T from shared memory to global rows (16-byte stores); rows with
+// a negative offset are skipped. Returns whether a chunk this thread stored holds a NaN or an
+// Inf (a masked pair's 0 * x may have put it there: cuda/repair/), and raises *nonfinite then,
+// unless nonfinite is null.
+template <typename T, int ROWS, int D, int NTHREADS, typename RowOffset>
+__device__ __forceinline__ bool store_rows(char* dst, uint32_t src, RowOffset row_offset, int tid,
+                                           unsigned* nonfinite) {
+  bool bad = false;
+  for_thread_chunks<ROWS, D, NTHREADS>(row_offset, tid, [&](int row, int c, int64_t off) {
+    const uint4 v = lds_u128(src + SmemTile<D>::offset(row, c));
+    *reinterpret_cast<uint4*>(dst + off + c * 16) = v;
+    bad |= nonfinite16<T>(v);
+  });
+  if (bad && nonfinite) *nonfinite = 1u;
+  return bad;
 }
 
 }  // namespace fused

@@ -1,7 +1,9 @@
 // Entry points of the Hopper family (cuda/common/families.h).
 //
 // Forward and backward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 64 and 128; the backward
-// is deterministic (key-stationary dK/dV, query-stationary dQ, no atomics, no workspace).
+// is deterministic (key-stationary dK/dV, query-stationary dQ, no atomics, no workspace). The
+// forward's out is exact as returned (non-finite chunks repaired in the kernel, or by its own
+// repair launch); the backward's needs the caller's repair launch (repair::bwd).
 // Anything else (another GPU, dtype or head_dim) returns cudaErrorNotSupported; Python routes
 // those problems to the fused family.
 #include <cuda_runtime.h>
@@ -40,8 +42,8 @@ cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
   if (e != cudaSuccess || p.batch == 0) return e;
   if (!a.tile_counter) return cudaErrorInvalidValue;  // the persistent kernel's tile counter
   const int d = int(pr.head_dim);
-  return pr.dtype == DType::kF16 ? hopper::launch_fwd<__half>(p, d, stream)
-                                 : hopper::launch_fwd<__nv_bfloat16>(p, d, stream);
+  return pr.dtype == DType::kF16 ? hopper::launch_fwd<__half>(pr, a, p, d, stream)
+                                 : hopper::launch_fwd<__nv_bfloat16>(pr, a, p, d, stream);
 }
 
 size_t bwd_workspace_bytes(const Problem&) { return 0; }

@@ -8,9 +8,11 @@
 #include <cuda_runtime.h>
 
 #include "../common/device.h"
+#include "../common/problem.h"
 #include "../fused/launch.h"
 #include "../fused/params.h"
 #include "../fused/tile_scheduler.h"
+#include "../repair/repair.h"
 #include "launch.h"
 #include "tma.h"
 
@@ -40,7 +42,8 @@ inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols) {
 // p.tile_counter; its last argument is the number of tiles, below 2^31.
 template <typename Kernel>
 cudaError_t launch_persistent(Kernel kernel, const fused::KernelParams& p, int64_t ctas,
-                              int threads, int smem, cudaStream_t stream, const TmaMaps& maps) {
+                              int threads, int smem, cudaStream_t stream, const TmaMaps& maps,
+                              const Problem& pr) {
   if (ctas <= 0) return cudaSuccess;
   DeviceInfo dev;
   cudaError_t e = current_device(dev);
@@ -48,14 +51,15 @@ cudaError_t launch_persistent(Kernel kernel, const fused::KernelParams& p, int64
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
   const int64_t grid = dev.sms < ctas ? dev.sms : ctas;
-  kernel<<<dim3(unsigned(grid)), dim3(threads), smem, stream>>>(p, maps, uint32_t(ctas));
+  kernel<<<dim3(unsigned(grid)), dim3(threads), smem, stream>>>(p, maps, uint32_t(ctas), pr);
   return cudaGetLastError();
 }
 
 // Launch the warp-specialised kernel with BN-key tiles if its tiles are TMA boxes (the launch's
 // status in err); false, with nothing launched, otherwise.
 template <typename T, int D, int BN>
-bool try_launch_ws(fused::KernelParams p, cudaStream_t stream, cudaError_t& err) {
+bool try_launch_ws(const Problem& pr, fused::KernelParams p, cudaStream_t stream,
+                   cudaError_t& err) {
   using Ws = WsConfig<T, D, BN>;
   const int64_t ctas = plan_ws_tiles(p, Ws::kLogCols);
   if (ctas > 0x7fffffff) return false;  // the kernel's tile ids are 32-bit
@@ -66,21 +70,23 @@ bool try_launch_ws(fused::KernelParams p, cudaStream_t stream, cudaError_t& err)
   TmaMaps maps{};
   if (!make_kv_maps(p, D, bf16, maps) || !make_q_map(p, half, D, bf16, maps)) return false;
   err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN>, p, ctas, Ws::kThreads, Ws::kSmem,
-                          stream, maps);
+                          stream, maps, pr);
   return true;
 }
 
 // The warp-specialised TMA kernel where its tiles are TMA boxes (128-key tiles for 1-D tiles:
-// half the per-tile overhead, and the window's ends waste little), else the single-warpgroup
-// cp.async kernel.
+// half the per-tile overhead, and the window's ends waste little; it repairs non-finite chunks
+// itself), else the single-warpgroup cp.async kernel and the repair launch.
 template <typename T, int D>
-cudaError_t launch_fwd_impl(fused::KernelParams p, cudaStream_t stream) {
+cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelParams p,
+                            cudaStream_t stream) {
   cudaError_t err = cudaSuccess;
-  if (p.L[0] == 1 && p.L[1] == 1 && try_launch_ws<T, D, 128>(p, stream, err)) return err;
-  if (try_launch_ws<T, D, 64>(p, stream, err)) return err;
+  if (p.L[0] == 1 && p.L[1] == 1 && try_launch_ws<T, D, 128>(pr, p, stream, err)) return err;
+  if (try_launch_ws<T, D, 64>(pr, p, stream, err)) return err;
   using Cfg = FwdConfig<T, D>;
   const int64_t ctas = plan_tiles(p, Cfg::kLogRows, Cfg::kLogCols);
-  return fused::launch_ctas(hopper_fwd_kernel<T, D>, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
+  err = fused::launch_ctas(hopper_fwd_kernel<T, D>, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
+  return err != cudaSuccess ? err : repair::fwd(pr, a, stream);
 }
 
 }  // namespace hopper
@@ -90,9 +96,10 @@ cudaError_t launch_fwd_impl(fused::KernelParams p, cudaStream_t stream) {
   namespace jax_na {                                                                           \
   namespace hopper {                                                                           \
   template <>                                                                                  \
-  cudaError_t launch_fwd<T>(fused::KernelParams p, int head_dim, cudaStream_t stream) {        \
-    if (head_dim == 64) return launch_fwd_impl<T, 64>(p, stream);                              \
-    if (head_dim == 128) return launch_fwd_impl<T, 128>(p, stream);                            \
+  cudaError_t launch_fwd<T>(const Problem& pr, const FwdArgs& a, fused::KernelParams p,        \
+                            int head_dim, cudaStream_t stream) {                               \
+    if (head_dim == 64) return launch_fwd_impl<T, 64>(pr, a, p, stream);                       \
+    if (head_dim == 128) return launch_fwd_impl<T, 128>(pr, a, p, stream);                     \
     return cudaErrorNotSupported;                                                              \
   }                                                                                            \
   }                                                                                            \

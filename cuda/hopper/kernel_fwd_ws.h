@@ -15,17 +15,20 @@
 //   issue S_j = Q K_j^T and O += P_prev V_prev; wait S_j; masks where needed; softmax of S_j
 //   while P_prev V_prev runs; wait; rescale O.
 // Ping-pong: named barriers hand the right to issue MMAs back and forth between the
-// warpgroups, so one's softmax runs under the other's MMAs. Epilogue as in the fused family.
+// warpgroups, so one's softmax runs under the other's MMAs. Epilogue as in the fused family,
+// except that a thread whose stored chunks hold a NaN or an Inf recomputes those exactly itself
+// (repair/in_tile.cuh): no repair launch follows this kernel.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#include "../common/pdl.cuh"
+#include "../common/problem.h"
 #include "../fused/arch.h"
 #include "../fused/params.h"
 #include "../fused/query_tile.h"
 #include "../fused/smem_tile.h"
+#include "../repair/in_tile.cuh"
 #include "mainloop.h"
 #include "smem_layout.h"
 #include "tma.h"
@@ -142,9 +145,8 @@ struct SplitWalk {
 template <typename T, int D, int BN>
 __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     hopper_fwd_ws_kernel(const KernelParams p, const __grid_constant__ TmaMaps maps,
-                         const uint32_t ctas) {
+                         const uint32_t ctas, const __grid_constant__ Problem pr) {
 #if JAX_NA_WGMMA
-  launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using namespace fused;
   using Cfg = WsConfig<T, D, BN>;
   using QT = typename Cfg::QTile;
@@ -368,13 +370,13 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     // Each warpgroup stores its own 64 staged rows (disjoint bytes of the staging tile).
     named_sync(4 + wg, 128);
     const int r0 = 64 * wg;
-    store_rows<T, 64, D, 128>(
-        static_cast<char*>(p.out), sQ + SmemTile<D>::bytes(r0),
-        [&](int row) {
-          const int64_t r = query_row_index(p, c, r0 + row, c.cta.head);
-          return r < 0 ? int64_t(-1) : r * kRowBytes;
-        },
-        tid & 127, p.nonfinite);
+    auto row_offset = [&](int row) {
+      const int64_t r = query_row_index(p, c, r0 + row, c.cta.head);
+      return r < 0 ? int64_t(-1) : r * kRowBytes;
+    };
+    char* const out = static_cast<char*>(p.out);
+    if (store_rows<T, 64, D, 128>(out, sQ + SmemTile<D>::bytes(r0), row_offset, tid & 127, nullptr))
+      repair::stored_out_chunks<T, 64, D, 128>(pr, p.q, p.k, p.v, out, row_offset, tid & 127);
     // This thread is done with the buffer; its staging writes come before the TMA refill.
     fence_proxy_async();
     mbar_arrive(empty_q + 8 * (i & 1));

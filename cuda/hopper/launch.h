@@ -7,16 +7,21 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../common/problem.h"
 #include "../fused/params.h"
 
 namespace jax_na {
 namespace hopper {
 
-// head_dim 64 or 128 (else cudaErrorNotSupported); T = __half or __nv_bfloat16.
+// head_dim 64 or 128 (else cudaErrorNotSupported); T = __half or __nv_bfloat16. Leaves out
+// exact: non-finite chunks repaired in the kernel, or by a repair launch after it (cuda/repair/).
 template <typename T>
-cudaError_t launch_fwd(fused::KernelParams p, int head_dim, cudaStream_t stream);
-template <> cudaError_t launch_fwd<__half>(fused::KernelParams, int, cudaStream_t);
-template <> cudaError_t launch_fwd<__nv_bfloat16>(fused::KernelParams, int, cudaStream_t);
+cudaError_t launch_fwd(const Problem& pr, const FwdArgs& a, fused::KernelParams p, int head_dim,
+                       cudaStream_t stream);
+template <> cudaError_t launch_fwd<__half>(const Problem&, const FwdArgs&, fused::KernelParams, int,
+                                           cudaStream_t);
+template <> cudaError_t launch_fwd<__nv_bfloat16>(const Problem&, const FwdArgs&,
+                                                  fused::KernelParams, int, cudaStream_t);
 // Backward, the same head dims and types: dK/dV (key-stationary), then dQ (query-stationary).
 template <typename T>
 cudaError_t launch_bwd_dkdv(fused::KernelParams p, int head_dim, cudaStream_t stream);

@@ -12,7 +12,8 @@
 // the results exactly (exact_rows.cuh). A chunk the semantics make non-finite comes out the same.
 // Finite inputs cost a 12-byte memset and one early-exit launch, started ahead by programmatic
 // dependent launch on sm_90 (common/pdl.cuh); everything stays on the stream, so the handlers
-// remain command-buffer (CUDA graph) compatible.
+// remain command-buffer (CUDA graph) compatible. The persistent Hopper forward repairs its own
+// stores instead (in_tile.cuh): no launch after it.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -7,11 +7,14 @@
 // CUDA source named .cc so that the extension's glob (cuda/fused/**/*.cu) leaves it out.
 // Build (from the repo root):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I cuda/common \
-//        cuda/fused/*.cu -x cu cuda/fused/test/fused_check.cc -o fused_check
+//        cuda/fused/*.cu cuda/hopper/*.cu cuda/repair/*.cu -x cu cuda/fused/test/fused_check.cc \
+//        -o fused_check
 // or run cuda/fused/test/run_device.sh (builds it when no prebuilt binary runs).
 // Run: ./fused_check [--no-bench] [--no-check] [--only CASE] [--bench PROBLEM] [--reps N] [--throughput]
-//      [--profile] [--hopper]  (--profile: one forward + backward per selected problem, for ncu;
-//      --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in)
+//      [--handler] [--profile] [--hopper]  (--profile: one forward + backward per selected problem,
+//      for ncu; --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in;
+//      --handler: time what an FFI handler launches per call: arm, the kernels, the repair launch,
+//      cuda/repair/*.cu linked in)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -27,6 +30,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../../repair/repair.h"
 #include "../kernel_fwd.h"
 #include "../launch.h"
 #include "families.h"
@@ -47,11 +51,19 @@ using namespace jax_na;
 
 namespace {
 
+bool g_handler = false;  // --handler: each call as the FFI handler makes it (arm, run, repair)
+
+// The fused forward, with the repair launch the handler adds under --handler.
+cudaError_t fused_fwd(const Problem& p, const FwdArgs& a, cudaStream_t s) {
+  const cudaError_t e = fused::fwd(p, a, s);
+  return e != cudaSuccess || !g_handler ? e : repair::fwd(p, a, s);
+}
+
 // --hopper: the Hopper kernels where they run (f16/bf16, head_dim 64/128), else the fused ones,
-// as jax_na routes backend="cuda-hopper".
+// as jax_na routes backend="cuda-hopper". The Hopper forward repairs its results itself.
 cudaError_t hopper_or_fused_fwd(const Problem& p, const FwdArgs& a, cudaStream_t s) {
   const cudaError_t e = hopper::fwd(p, a, s);
-  return e == cudaErrorNotSupported ? fused::fwd(p, a, s) : e;
+  return e == cudaErrorNotSupported ? fused_fwd(p, a, s) : e;
 }
 
 cudaError_t hopper_or_fused_bwd(const Problem& p, const BwdArgs& a, cudaStream_t s) {
@@ -60,7 +72,7 @@ cudaError_t hopper_or_fused_bwd(const Problem& p, const BwdArgs& a, cudaStream_t
 }
 
 // The forward and backward under test.
-cudaError_t (*g_fwd)(const Problem&, const FwdArgs&, cudaStream_t) = fused::fwd;
+cudaError_t (*g_fwd)(const Problem&, const FwdArgs&, cudaStream_t) = fused_fwd;
 cudaError_t (*g_bwd)(const Problem&, const BwdArgs&, cudaStream_t) = fused::bwd;
 
 // The kernels' non-finite flag (FwdArgs::nonfinite), then FwdArgs::tile_counter: three device
@@ -468,6 +480,24 @@ void fill(DBuf& b, uint64_t seed) {
 }
 
 bool g_throughput = false;  // --throughput: reps launches back to back, one timing
+// One forward (backward) call as timed: the kernels alone, or with the handler's arm and repair
+// launches around them (cuda/ffi/cuda_handlers.cu run_repaired).
+// Timed launches go to a stream of their own, as XLA's do (programmatic dependent launch and
+// the tail of each launch behave there as they do under JAX, not as on the legacy stream).
+cudaStream_t g_stream = nullptr;
+
+cudaError_t timed_fwd(const Problem& p, const FwdArgs& a) {
+  if (g_handler)
+    if (cudaError_t e = repair::arm(a.nonfinite, g_stream); e != cudaSuccess) return e;
+  return g_fwd(p, a, g_stream);  // the repair launch, where needed, is g_fwd's (fused_fwd)
+}
+
+cudaError_t timed_bwd(const Problem& p, const BwdArgs& a) {
+  if (!g_handler) return g_bwd(p, a, g_stream);
+  if (cudaError_t e = repair::arm(a.nonfinite, g_stream); e != cudaSuccess) return e;
+  if (cudaError_t e = g_bwd(p, a, g_stream); e != cudaSuccess) return e;
+  return repair::bwd(p, a, g_stream);
+}
 
 template <typename F>
 double time_ms(F f, int reps) {
@@ -478,9 +508,9 @@ double time_ms(F f, int reps) {
   f();
   CK(cudaDeviceSynchronize());
   if (g_throughput) {
-    CK(cudaEventRecord(a));
+    CK(cudaEventRecord(a, g_stream));
     for (int r = 0; r < reps; ++r) f();
-    CK(cudaEventRecord(b));
+    CK(cudaEventRecord(b, g_stream));
     CK(cudaEventSynchronize(b));
     float ms;
     CK(cudaEventElapsedTime(&ms, a, b));
@@ -490,9 +520,9 @@ double time_ms(F f, int reps) {
   }
   std::vector<float> ts;
   for (int r = 0; r < reps; ++r) {
-    CK(cudaEventRecord(a));
+    CK(cudaEventRecord(a, g_stream));
     f();
-    CK(cudaEventRecord(b));
+    CK(cudaEventRecord(b, g_stream));
     CK(cudaEventSynchronize(b));
     float ms;
     CK(cudaEventElapsedTime(&ms, a, b));
@@ -537,7 +567,7 @@ void bench(const Case& cs, bool do_bwd, int reps) {
     printf("profiled %s\n", cs.name.c_str());
     return;
   }
-  const double f_ms = time_ms([&] { CK(g_fwd(p, fa, 0)); }, reps);
+  const double f_ms = time_ms([&] { CK(timed_fwd(p, fa)); }, reps);
   CK(cudaDeviceSynchronize());
   // Sampled forward check: 64 random query rows against the float64 reference.
   double chk = 0;
@@ -578,7 +608,7 @@ void bench(const Case& cs, bool do_bwd, int reps) {
     CK(cudaMemset(delta.p, 0, nrow * 4));
     BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse.p), static_cast<float*>(delta.p),
                dq.p, dk.p, dv.p, nullptr, fa.nonfinite};
-    b_ms = time_ms([&] { CK(g_bwd(p, ba, 0)); }, std::max(3, reps / 2));
+    b_ms = time_ms([&] { CK(timed_bwd(p, ba)); }, std::max(3, reps / 2));
     CK(cudaDeviceSynchronize());
   }
   g_bench.push_back({cs.name, f_ms, b_ms, flops / f_ms * 1e-9,
@@ -616,10 +646,12 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
     if (!strcmp(argv[i], "--profile")) g_profile = true;
     if (!strcmp(argv[i], "--throughput")) g_throughput = true;
+    if (!strcmp(argv[i], "--handler")) g_handler = true;
     if (!strcmp(argv[i], "--hopper")) g_fwd = hopper_or_fused_fwd, g_bwd = hopper_or_fused_bwd;
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
+  CK(cudaStreamCreate(&g_stream));  // blocking: ordered with what runs on the legacy stream
   printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
   const DType F16 = DType::kF16, BF = DType::kBF16, F32 = DType::kF32;
 

@@ -11,7 +11,7 @@ if ! [ -x "$BIN" ] || ! "$BIN" --no-bench --no-check > /dev/null 2>&1; then
   echo "building fused_check on the device"
   BIN=/tmp/fused_build/fused_check
   mkdir -p /tmp/fused_build
-  ls cuda/fused/*.cu cuda/hopper/*.cu cuda/fused/test/fused_check.cc | xargs -P 12 -I{} sh -c \
+  ls cuda/fused/*.cu cuda/hopper/*.cu cuda/repair/*.cu cuda/fused/test/fused_check.cc | xargs -P 12 -I{} sh -c \
     'nvcc -O3 -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -I cuda/common -x cu -c {} -o /tmp/fused_build/$(echo {} | tr / _).o' || exit 1
   nvcc -gencode=arch=compute_90a,code=sm_90a /tmp/fused_build/*.o -o "$BIN" || exit 1
 fi
