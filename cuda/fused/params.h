@@ -52,8 +52,9 @@ struct KernelParams {
   int64_t tiles;
   int64_t cta_offset;
   TileShape ts;
-  // Replication constants of the column masks (see column_mask) for query and key tiles.
-  uint64_t rep_q12, rep_q2, rep_k12, rep_k2;
+  // Replication constants of the column masks (see column_mask) for query and key tiles, and
+  // for the two 64-key halves of a 128-key tile (half_tile).
+  uint64_t rep_q12, rep_q2, rep_k12, rep_k2, rep_kh12, rep_kh2;
   float scale;       // softmax scale
   float scale_log2;  // scale * log2(e)
   // Tensors (layouts in problem.h).
@@ -71,6 +72,17 @@ struct KernelParams {
   unsigned* nonfinite;     // raised by a store of a NaN or an Inf (FwdArgs::nonfinite)
   unsigned* tile_counter;  // the next tile and the CTAs done (FwdArgs::tile_counter), or null
 };
+
+// The outermost dim of extent > 1 of a tile of log extents lg (dim 2 if none).
+FUSED_HD int outer_dim(const int (&lg)[3]) { return lg[0] > 0 ? 0 : (lg[1] > 0 ? 1 : 2); }
+
+// Log extents of the halves of a tile of log extents lg cut across outer_dim: the first half
+// holds the tile's first 2^(sum h) positions in row-major order, the second the rest.
+FUSED_HD void half_tile(const int (&lg)[3], int (&h)[3]) {
+  const int d = outer_dim(lg);
+#pragma unroll
+  for (int i = 0; i < 3; ++i) h[i] = lg[i] - (i == d);
+}
 
 FUSED_HD void split_row(int r, const int (&lg)[3], int (&c)[3]) {
   c[2] = r & ((1 << lg[2]) - 1);

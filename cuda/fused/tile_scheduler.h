@@ -53,6 +53,10 @@ __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads
 // small per-CTA overhead. Cached per geometry.
 TileShape choose_query_stationary(const KernelParams& p, int log_rows, int log_cols);
 
+// Host: the (query tile, key tile) iterations of query-stationary tiles ts over one dilation
+// group of the problem, counted as choose_query_stationary counts them.
+double query_stationary_iterations(const KernelParams& p, const TileShape& ts);
+
 // Host: tile shapes for the key-stationary kernel (dK/dV) with 2^log_rows keys per CTA and
 // 2^log_cols queries per iterated query tile. klog is the stationary key tile.
 TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_cols);

@@ -118,6 +118,16 @@ TileShape choose_query_stationary(const KernelParams& p, int log_rows, int log_c
   return cached(p, log_rows, log_cols, false);
 }
 
+double query_stationary_iterations(const KernelParams& p, const TileShape& ts) {
+  double n = 1.0;
+  for (int i = 0; i < 3; ++i) {
+    DimCost dc;
+    dim_cost(p, i, false, ts.qlog[i], ts.klog[i], dc);
+    n *= dc.cost[ts.qlog[i]][ts.klog[i]];
+  }
+  return n;
+}
+
 TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_cols) {
   return cached(p, log_rows, log_cols, true);
 }

@@ -55,6 +55,25 @@ cudaError_t launch_persistent(Kernel kernel, const fused::KernelParams& p, int64
   return cudaGetLastError();
 }
 
+// Whether the warp-specialised kernel takes 128-key tiles (else 64): for 1-D problems (h5); for
+// 2-D/3-D ones where they compute no more keys than 64-key tiles (strided windows that fill
+// them: A2s, A3s -12%) or, in 2-D with windows at least 4 wide tiles across (mostly interior
+// tiles), where they cost less counting a tile as its keys plus ~18 keys of fixed work (A2 -5%).
+// Not otherwise: masked tiles dominate small windows (2-D k7/k13 +8..18%, K31 +3%), and a 3-D
+// wide tile that no query sees whole is masked everywhere (A3 +4.5%). NOTES.md h8.
+inline bool wide_kv_tiles(const fused::KernelParams& p) {
+  if (p.L[0] == 1 && p.L[1] == 1) return true;
+  constexpr double kTileKeys = 18.0;  // a tile's fixed work, in keys (fit over K31, A2, A2s, A3s)
+  const fused::TileShape narrow = fused::choose_query_stationary(p, 6, 6);
+  const fused::TileShape wide = fused::choose_query_stationary(p, 6, 7);
+  const double n64 = fused::query_stationary_iterations(p, narrow);
+  const double n128 = fused::query_stationary_iterations(p, wide);
+  if (n128 * 128 <= 1.01 * n64 * 64) return true;  // no more keys
+  bool large = p.L[0] == 1;  // 2-D
+  for (int i = 1; i < 3; ++i) large = large && p.ker[i] >= (4 << wide.klog[i]);
+  return large && n128 * (128 + kTileKeys) < 0.96 * n64 * (64 + kTileKeys);
+}
+
 // Launch the warp-specialised kernel with BN-key tiles if its tiles are TMA boxes (the launch's
 // status in err); false, with nothing launched, otherwise.
 template <typename T, int D, int BN>
@@ -81,7 +100,7 @@ template <typename T, int D>
 cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelParams p,
                             cudaStream_t stream) {
   cudaError_t err = cudaSuccess;
-  if (p.L[0] == 1 && p.L[1] == 1 && try_launch_ws<T, D, 128>(pr, p, stream, err)) return err;
+  if (wide_kv_tiles(p) && try_launch_ws<T, D, 128>(pr, p, stream, err)) return err;
   if (try_launch_ws<T, D, 64>(pr, p, stream, err)) return err;
   using Cfg = FwdConfig<T, D>;
   const int64_t ctas = plan_tiles(p, Cfg::kLogRows, Cfg::kLogCols);

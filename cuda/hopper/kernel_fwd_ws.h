@@ -94,7 +94,7 @@ __device__ __forceinline__ void named_arrive(int id, int count) {
 }
 
 // The dim that splits a query tile between the warpgroups: the outermost with extent > 1.
-FUSED_HD int split_dim(const int (&qlog)[3]) { return qlog[0] > 0 ? 0 : (qlog[1] > 0 ? 1 : 2); }
+FUSED_HD int split_dim(const int (&qlog)[3]) { return fused::outer_dim(qlog); }
 
 // A ring slot and the parity of its current use: use u of slot u % N has parity (u / N) % 2.
 template <int N>

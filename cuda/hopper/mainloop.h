@@ -68,21 +68,26 @@ struct Consumer {
     if (!wt.inside(tb, p.ts.klog)) {
       if constexpr (BN == 64) {
         fused::mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
-      } else {  // 1-D tiles of 128 keys: two contiguous halves of 64 columns
-        mask_half<0>(tb, s, lane);
-        mask_half<8>(tb, s, lane);
+      } else {  // 128 keys: two halves of 64 columns (fused::half_tile)
+        mask_half<0>(p, tb, s, lane);
+        mask_half<8>(p, tb, s, lane);
       }
     }
     sm.scores(s, p.scale_log2, alpha);
   }
 
-  // Masks of the 64 columns of blocks [NT0, NT0 + 8) of a 1-D 128-key tile at tb.
+  // Masks of the 64 columns of blocks [NT0, NT0 + 8) of a 128-key tile at tb: its first half
+  // (NT0 = 0) or its second, each a tile of 64 keys (fused::half_tile).
   template <int NT0>
-  __device__ __forceinline__ void mask_half(const int (&tb)[3], float (&s)[NT][4], int lane) const {
-    const int th[3] = {tb[0], tb[1], tb[2] + 8 * NT0};
-    const int lg[3] = {0, 0, 6};
-    const uint64_t m0 = fused::column_mask(rp.lo[0], rp.hi[0], th, lg, 1, 1);
-    const uint64_t m1 = fused::column_mask(rp.lo[1], rp.hi[1], th, lg, 1, 1);
+  __device__ __forceinline__ void mask_half(const fused::KernelParams& p, const int (&tb)[3],
+                                            float (&s)[NT][4], int lane) const {
+    int lg[3], th[3];
+    fused::half_tile(p.ts.klog, lg);
+    const int d = fused::outer_dim(p.ts.klog);
+#pragma unroll
+    for (int i = 0; i < 3; ++i) th[i] = tb[i] + (NT0 > 0 && i == d ? 1 << lg[i] : 0);
+    const uint64_t m0 = fused::column_mask(rp.lo[0], rp.hi[0], th, lg, p.rep_kh12, p.rep_kh2);
+    const uint64_t m1 = fused::column_mask(rp.lo[1], rp.hi[1], th, lg, p.rep_kh12, p.rep_kh2);
     fused::apply_column_masks<NT0>(s, m0, m1, lane, -INFINITY);
   }
 
