@@ -122,6 +122,7 @@ run_tool() {
     $PY "$CASES" --run --tool "$tool" $QUICK $FAMARGS) >"$log" 2>&1
   local rc=$?
   { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && touch "$OUT/$tool.timeout"
+  echo "$rc" >"$OUT/$tool.rc"
   echo "sanitize: $tool finished (rc=$rc, $((SECONDS - START))s): $(grep -E '^DRIVER DONE' "$log" | tail -1)"
 }
 running=0
@@ -134,6 +135,17 @@ for tool in $(echo "$TOOLS" | tr ',' ' '); do
   fi
 done
 wait
+# A tool whose process died by a signal before its driver finished (compute-sanitizer itself has
+# crashed so, seconds in, with four tools side by side; the cases it had run were clean) runs
+# once more, alone; its first log is kept as <tool>.crashed.log.
+for tool in $(echo "$TOOLS" | tr ',' ' '); do
+  rc=$(cat "$OUT/$tool.rc" 2>/dev/null)
+  if [ "${rc:-0}" -gt 128 ] && [ "$rc" != 137 ] && ! grep -q '^DRIVER DONE' "$OUT/$tool.log"; then
+    mv "$OUT/$tool.log" "$OUT/$tool.crashed.log"
+    echo "sanitize: $tool crashed (rc=$rc) before its driver finished; running it again alone"
+    run_tool "$tool"
+  fi
+done
 echo "sanitize: all tools done in $((SECONDS - START))s"
 echo
 SANITIZE_FILTER=${SANITIZE_FILTER:-1} $PY "$CASES" --summarize "$OUT" --tools "$TOOLS" $FAMARGS | tee "$OUT/summary.txt"
