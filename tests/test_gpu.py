@@ -66,6 +66,10 @@ CASES = {
     "2d-v1-like": (C((56, 56), 7, batch=2, heads=2, head_dim=32), (BF16,)),
     "2d-many-tiles-dilation-gqa": (C((64, 72), 9, dilation=(2, 3), heads=8, heads_kv=4, head_dim=64),
                                    (F16, BF16)),
+    # cuda-hopper's forward takes 128-key tiles here (instantiate.h wide_kv_tiles): masked ones
+    # (windows at least 4 tiles across), and 3-D boxes the strided windows fill exactly.
+    "2d-wide-tiles-large-k": (C((72, 96), (40, 70), head_dim=64), (F16, BF16)),
+    "3d-wide-tiles-blocked": (C((8, 16, 24), (4, 8, 8), stride=(4, 8, 8), head_dim=128), (BF16,)),
     "3d-basic": (C((6, 7, 9), 3, head_dim=32), ALL),
     "3d-mixed": (C((7, 8, 10), (2, 3, 4), stride=(1, 2, 3), dilation=(2, 1, 2),
                    is_causal=(False, True, False), head_dim=64), ALL),

@@ -46,8 +46,10 @@ struct KernelParams {
   int64_t batch, tokens;
   int heads, heads_kv, group_size;
   // Grid: CTA id = ((b * nheads + head) * groups + group) * tiles + tile, tile row-major over
-  // ntiles[3] stationary tiles (sized by the largest dilation group), plus cta_offset.
+  // ntiles[3] stationary tiles (sized by the largest dilation group) with the dims taken in
+  // tile_order (slowest first), plus cta_offset.
   int ntiles[3];
+  int tile_order[3] = {0, 1, 2};
   int groups;
   int64_t tiles;
   int64_t cta_offset;

@@ -2,7 +2,8 @@
 //
 // One CTA per (batch, head, dilation group, multi-dimensional stationary tile). The grid is
 // one-dimensional with the tile index fastest, so CTAs that run together work on neighbouring
-// tiles of the same head and share their key/value rows in L2.
+// tiles of the same head and share their key/value rows in L2; which dim of the tile grid runs
+// fastest is p.tile_order (order_tiles_for_l2).
 #pragma once
 
 #include <cstdint>
@@ -22,8 +23,10 @@ struct CtaCoord {
 
 #if defined(__CUDACC__)
 // Tile `id` of the grid's order. I: int64_t, or uint32_t where the tile count fits (persistent
-// kernels decode once per tile inside their loop; a 64-bit division is a call).
-template <typename I>
+// kernels decode once per tile inside their loop; a 64-bit division is a call). kOrdered: the
+// tile dims in p.tile_order (order_tiles_for_l2), else row-major (kernels whose planner does
+// not order them).
+template <typename I, bool kOrdered = false>
 __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads, I id) {
   CtaCoord c;
   I t = id % I(p.tiles);
@@ -32,10 +35,20 @@ __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads
   id /= I(p.groups);
   c.head = int(id % I(nheads));
   c.b = int64_t(id / I(nheads));
-  c.tile[2] = int(t % I(p.ntiles[2]));
-  t /= I(p.ntiles[2]);
-  c.tile[1] = int(t % I(p.ntiles[1]));
-  c.tile[0] = int(t / I(p.ntiles[1]));
+  if constexpr (kOrdered) {
+    const int o1 = p.tile_order[1], o2 = p.tile_order[2];
+    const I n2 = I(pick3(p.ntiles, o2)), n1 = I(pick3(p.ntiles, o1));
+    const int t2 = int(t % n2);
+    t /= n2;
+    const int t1 = int(t % n1), t0 = int(t / n1);
+#pragma unroll
+    for (int i = 0; i < 3; ++i) c.tile[i] = i == o2 ? t2 : (i == o1 ? t1 : t0);
+  } else {
+    c.tile[2] = int(t % I(p.ntiles[2]));
+    t /= I(p.ntiles[2]);
+    c.tile[1] = int(t % I(p.ntiles[1]));
+    c.tile[0] = int(t / I(p.ntiles[1]));
+  }
   c.grp[2] = g % p.dil[2];
   g /= p.dil[2];
   c.grp[1] = g % p.dil[1];
@@ -61,8 +74,14 @@ double query_stationary_iterations(const KernelParams& p, const TileShape& ts);
 // 2^log_cols queries per iterated query tile. klog is the stationary key tile.
 TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_cols);
 
-// Host: fill the grid fields (ntiles, tiles, groups) for stationary tiles of log extents lg.
+// Host: fill the grid fields (ntiles, tiles, groups) for stationary tiles of log extents lg,
+// tiles in row-major order.
 void set_grid(KernelParams& p, const int (&lg)[3]);
+
+// Host: the tile order (p.tile_order) whose first `wave` tiles, the ones resident together,
+// need the smallest box of keys (per dim the key range of their query range, multiplied), so
+// that more of their key/value rows stay in L2. After set_grid, for query-stationary tiles.
+void order_tiles_for_l2(KernelParams& p, int wave);
 
 }  // namespace fused
 }  // namespace jax_na

@@ -133,6 +133,7 @@ TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_col
 }
 
 void set_grid(KernelParams& p, const int (&lg)[3]) {
+  for (int i = 0; i < 3; ++i) p.tile_order[i] = i;
   p.tiles = 1;
   for (int i = 0; i < 3; ++i) {
     const int e = 1 << lg[i];
@@ -140,6 +141,29 @@ void set_grid(KernelParams& p, const int (&lg)[3]) {
     p.tiles *= p.ntiles[i];
   }
   p.groups = p.dil[0] * p.dil[1] * p.dil[2];
+}
+
+void order_tiles_for_l2(KernelParams& p, int wave) {
+  static constexpr int kOrders[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+  double best = -1.0;
+  int pick = 0;
+  for (int o = 0; o < 6; ++o) {
+    // Tiles of the first wave per dim, fastest dim first: it fills before the next one moves.
+    int64_t left = wave;
+    double keys = 1.0;
+    for (int j = 2; j >= 0; --j) {
+      const int d = kOrders[o][j], n = p.ntiles[d];
+      const int64_t span = left < n ? left : n;
+      left = (left + n - 1) / n;
+      // The key range of `span` tiles in the middle of the dim (borders clamp windows inward).
+      const int Lg = max_group_extent(p, d), e = 1 << p.ts.qlog[d];
+      const int b = int((n - span) / 2) * e, en = b + int(span) * e < Lg ? b + int(span) * e : Lg;
+      const Window r = tile_key_range(b, en, Lg, p.ker[d], p.str[d], p.causal[d] != 0);
+      keys *= double(r.end > r.start ? r.end - r.start : 1);
+    }
+    if (best < 0 || keys < best * 0.999) best = keys, pick = o;
+  }
+  for (int i = 0; i < 3; ++i) p.tile_order[i] = kOrders[pick][i];
 }
 
 }  // namespace fused

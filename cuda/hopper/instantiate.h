@@ -29,12 +29,14 @@ inline int64_t plan_tiles(fused::KernelParams& p, int log_rows, int log_cols) {
 }
 
 // The warp-specialised kernel's tiles: the best 64-query tile for one warpgroup (its work),
-// doubled along its outermost dim of extent > 1, the dim SplitWalk splits (shared loads).
-inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols) {
+// doubled along its outermost dim of extent > 1, the dim SplitWalk splits (shared loads); in
+// the order whose first wave (one CTA per SM) shares the most keys.
+inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols, int sms) {
   p.ts = fused::choose_query_stationary(p, 6, log_cols);  // 2^6: one warpgroup's rows
   p.ts.qlog[split_dim(p.ts.qlog)] += 1;
   fused::set_mask_constants(p);
   fused::set_grid(p, p.ts.qlog);
+  fused::order_tiles_for_l2(p, sms);
   return p.batch * p.heads * p.groups * p.tiles;
 }
 
@@ -42,15 +44,13 @@ inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols) {
 // p.tile_counter; its last argument is the number of tiles, below 2^31.
 template <typename Kernel>
 cudaError_t launch_persistent(Kernel kernel, const fused::KernelParams& p, int64_t ctas,
-                              int threads, int smem, cudaStream_t stream, const TmaMaps& maps,
-                              const Problem& pr) {
+                              int sms, int threads, int smem, cudaStream_t stream,
+                              const TmaMaps& maps, const Problem& pr) {
   if (ctas <= 0) return cudaSuccess;
-  DeviceInfo dev;
-  cudaError_t e = current_device(dev);
-  if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
-  const int64_t grid = dev.sms < ctas ? dev.sms : ctas;
+  const int64_t grid = sms < ctas ? sms : ctas;
   kernel<<<dim3(unsigned(grid)), dim3(threads), smem, stream>>>(p, maps, uint32_t(ctas), pr);
   return cudaGetLastError();
 }
@@ -80,7 +80,9 @@ template <typename T, int D, int BN>
 bool try_launch_ws(const Problem& pr, fused::KernelParams p, cudaStream_t stream,
                    cudaError_t& err) {
   using Ws = WsConfig<T, D, BN>;
-  const int64_t ctas = plan_ws_tiles(p, Ws::kLogCols);
+  DeviceInfo dev;
+  if ((err = current_device(dev)) != cudaSuccess) return true;
+  const int64_t ctas = plan_ws_tiles(p, Ws::kLogCols, dev.sms);
   if (ctas > 0x7fffffff) return false;  // the kernel's tile ids are 32-bit
   // Q comes in boxes of one warpgroup's half (SplitWalk splits the outermost dim of extent > 1).
   int half[3] = {p.ts.qlog[0], p.ts.qlog[1], p.ts.qlog[2]};
@@ -88,8 +90,8 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, cudaStream_t stream
   constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
   TmaMaps maps{};
   if (!make_kv_maps(p, D, bf16, maps) || !make_q_map(p, half, D, bf16, maps)) return false;
-  err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN>, p, ctas, Ws::kThreads, Ws::kSmem,
-                          stream, maps, pr);
+  err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN>, p, ctas, dev.sms, Ws::kThreads,
+                          Ws::kSmem, stream, maps, pr);
   return true;
 }
 
