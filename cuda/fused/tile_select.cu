@@ -24,26 +24,32 @@ struct DimCost {
   double count[kMaxLog + 1];
 };
 
+// For stationary tiles of extent 2^a along dim i: cost[c] = the iterated tiles of extent 2^c
+// summed over them (sampled on long dims), c <= max_c; returns the number of stationary tiles.
+int dim_row_cost(const KernelParams& p, int i, bool key_stationary, int a, int max_c,
+                 double (&cost)[kMaxLog + 1]) {
+  const int Lg = max_group_extent(p, i);
+  const int e = 1 << a;
+  const int nt = (Lg + e - 1) / e;
+  const int ns = nt <= kSamples ? nt : kSamples;
+  double acc[kMaxLog + 1] = {};
+  for (int j = 0; j < ns; ++j) {
+    const int t = nt <= kSamples ? j : int((int64_t(j) * (nt - 1)) / (ns - 1));
+    const int b = t * e, en = b + e < Lg ? b + e : Lg;
+    const Window r = key_stationary
+                         ? key_tile_query_range(b, en, Lg, p.ker[i], p.str[i], p.causal[i] != 0)
+                         : tile_key_range(b, en, Lg, p.ker[i], p.str[i], p.causal[i] != 0);
+    const int len = r.end > r.start ? r.end - r.start : 0;
+    for (int c = 0; c <= max_c; ++c) acc[c] += double((len + (1 << c) - 1) >> c);
+  }
+  for (int c = 0; c <= max_c; ++c) cost[c] = acc[c] * double(nt) / double(ns);
+  return nt;
+}
+
 void dim_cost(const KernelParams& p, int i, bool key_stationary, int max_a, int max_c,
               DimCost& out) {
-  const int Lg = max_group_extent(p, i);
-  for (int a = 0; a <= max_a; ++a) {
-    const int e = 1 << a;
-    const int nt = (Lg + e - 1) / e;
-    const int ns = nt <= kSamples ? nt : kSamples;
-    double acc[kMaxLog + 1] = {};
-    for (int j = 0; j < ns; ++j) {
-      const int t = nt <= kSamples ? j : int((int64_t(j) * (nt - 1)) / (ns - 1));
-      const int b = t * e, en = b + e < Lg ? b + e : Lg;
-      const Window r = key_stationary
-                           ? key_tile_query_range(b, en, Lg, p.ker[i], p.str[i], p.causal[i] != 0)
-                           : tile_key_range(b, en, Lg, p.ker[i], p.str[i], p.causal[i] != 0);
-      const int len = r.end > r.start ? r.end - r.start : 0;
-      for (int c = 0; c <= max_c; ++c) acc[c] += double((len + (1 << c) - 1) >> c);
-    }
-    for (int c = 0; c <= max_c; ++c) out.cost[a][c] = acc[c] * double(nt) / double(ns);
-    out.count[a] = nt;
-  }
+  for (int a = 0; a <= max_a; ++a)
+    out.count[a] = dim_row_cost(p, i, key_stationary, a, max_c, out.cost[a]);
 }
 
 TileShape choose(const KernelParams& p, int log_rows, int log_cols, bool key_stationary) {
@@ -121,9 +127,9 @@ TileShape choose_query_stationary(const KernelParams& p, int log_rows, int log_c
 double query_stationary_iterations(const KernelParams& p, const TileShape& ts) {
   double n = 1.0;
   for (int i = 0; i < 3; ++i) {
-    DimCost dc;
-    dim_cost(p, i, false, ts.qlog[i], ts.klog[i], dc);
-    n *= dc.cost[ts.qlog[i]][ts.klog[i]];
+    double cost[kMaxLog + 1];
+    dim_row_cost(p, i, false, ts.qlog[i], ts.klog[i], cost);
+    n *= cost[ts.klog[i]];
   }
   return n;
 }
