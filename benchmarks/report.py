@@ -12,8 +12,9 @@ _SHORT = {"cudnn-full": "cudnn", "xla-full": "xla", "reference": "ref"}
 REL_ERR_TOL = {"float32": 1e-3, "bfloat16": 2e-2, "float16": 1e-2}
 
 
-def derive(rows, floors: dict | None) -> list[dict]:
-    """One JSON-ready dict per row, with time, TFLOP/s, speedup, floor and status."""
+def derive(rows, floors: dict | None, monitor=None) -> list[dict]:
+    """One JSON-ready dict per row, with time, TFLOP/s, speedup, floor and status; with a
+    gpu_monitor.GpuMonitor, the SM clock and power during each timed row ("gpu")."""
     base: dict[tuple, tuple[str, float]] = {}
     for name in reversed(BASELINES):
         for r in rows:
@@ -32,6 +33,8 @@ def derive(rows, floors: dict | None) -> list[dict]:
             d["n_input_sets"] = r.n_input_sets
             if r.host_median_s is not None:  # chained (timing.chain): the blocks-of-calls time too
                 d["host_timed_ms"] = r.host_median_s * 1e3
+            if monitor is not None and r.t_start is not None and r.t_end is not None:
+                d["gpu"] = monitor.window(r.t_start, r.t_end)
             d["tflops"] = r.problem.flops(r.mode) / t.median_s / 1e12
             b = base.get((r.problem.name, r.mode))
             if b:
@@ -84,6 +87,12 @@ def header_lines(meta: dict, floors: dict | None) -> list[str]:
         mm = ", ".join(f"{dt} {v['flops_per_s'] / 1e12:.3g} TFLOP/s (n={v['n']})" for dt, v in floors["matmul"].items())
         lines.append(f"floors: matmul {mm}; copy {floors['copy']['bytes_per_s'] / 1e9:.4g} GB/s; "
                      f"dispatch {floors['dispatch_us']:.1f} µs/call")
+    g = meta.get("gpu")
+    if g:  # gpu_monitor: the card's state over the run (each row's own in the JSON, "gpu")
+        lines.append(f"gpu during the run: SM clock median {g['sm_clock_mhz_median']:.0f} MHz (min "
+                     f"{g['sm_clock_mhz_min']:.0f}); power median {g['power_w_median']:.0f} W, max "
+                     f"{g['power_w_max']:.0f} W of {g['power_limit_w']:.0f} W; at the limit "
+                     f"{100 * g['at_power_limit']:.0f}% of {g['samples']} samples")
     lines.append("ms = median per call; TFLOP/s = effective NA work (fwd 4·B·H·N·prod(k)·D, fwd+bwd 3.5×); "
                  "speedup = baseline time / time (cudnn = cuDNN full attention, else xla full, else ref); "
                  "% floor = max(FLOPs/matmul rate, min bytes/copy rate) / time")

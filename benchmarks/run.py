@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"--modes takes {problems_mod.MODES}, got {bad}")
 
-    from benchmarks import floors as floors_mod, meta, peers as peers_mod, profiler, report, runner
+    from benchmarks import gpu_monitor, meta, peers as peers_mod, profiler, report, runner
 
     limit_default, row_default = SUITE_DEFAULTS[suite]
     limits = runner.Limits(time_limit_s=a.time_limit or limit_default, max_row_s=a.max_row_s or row_default,
@@ -97,34 +97,10 @@ def main(argv=None) -> int:
 
     run_meta = meta.collect(sys.argv if argv is None else ["benchmarks/run.py", *argv])
     run_meta["suite"] = suite
-    floors = None
-    if not a.no_floors:
-        print("measuring floors (matmul rate, copy bandwidth, dispatch)...", file=sys.stderr, flush=True)
-        floors = floors_mod.measure({p.dtype for p in probs}, budget_s=a.floor_budget_s)
-
-    for path in (a.json, a.png, a.md):
-        if path and os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-    extra = {}
-    limits.deadline = t_start + limits.time_limit_s  # the limit counts from process start
-    done_rows = []
-
-    def save_partial(row):  # a run cut short (timeout, crash) still leaves its rows
-        done_rows.append(row)
-        if a.json:
-            report.write_json(a.json, report.derive(done_rows, floors), {**run_meta, "partial": True}, floors)
-
-    if a.optimize:
-        rows = []
-        for p in probs:  # candidates depend on the problem (tile configs)
-            rows += runner.run((p,), peers_mod.select(profiler.candidates(p), a.peers), profiler.DIRECTIONS,
-                               limits, on_row=save_partial)
-        path, best = profiler.update_cache(rows, run_meta, a.cache)
-        extra["tuning_cache"], extra["best"] = path, best
-    else:
-        rows = runner.run(probs, bench_peers, modes, limits, on_row=save_partial)
-
-    derived = report.derive(rows, floors)
+    with gpu_monitor.GpuMonitor() as monitor:
+        rows, floors, extra = _measure(a, probs, bench_peers, modes, limits, run_meta, t_start, monitor)
+    run_meta["gpu"] = monitor.summary()
+    derived = report.derive(rows, floors, monitor)
     run_meta["wall_s"] = round(time.perf_counter() - t_start, 1)
     if a.json:
         report.write_json(a.json, derived, run_meta, floors, extra)
@@ -142,6 +118,40 @@ def main(argv=None) -> int:
     print(f"\nwall time {run_meta['wall_s']} s" + (f"; json {a.json}" if a.json else "")
           + (f"; png {a.png}" if a.png else ""))
     return 0
+
+
+def _measure(a, probs, bench_peers, modes, limits, run_meta, t_start, monitor):
+    """Floors, then the rows (or the profiler's candidates with --optimize): (rows, floors, extra)."""
+    from benchmarks import floors as floors_mod, peers as peers_mod, profiler, report, runner
+
+    floors = None
+    if not a.no_floors:
+        print("measuring floors (matmul rate, copy bandwidth, dispatch)...", file=sys.stderr, flush=True)
+        floors = floors_mod.measure({p.dtype for p in probs}, budget_s=a.floor_budget_s)
+
+    for path in (a.json, a.png, a.md):
+        if path and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+    extra = {}
+    limits.deadline = t_start + limits.time_limit_s  # the limit counts from process start
+    done_rows = []
+
+    def save_partial(row):  # a run cut short (timeout, crash) still leaves its rows
+        done_rows.append(row)
+        if a.json:
+            report.write_json(a.json, report.derive(done_rows, floors, monitor), {**run_meta, "partial": True},
+                              floors)
+
+    if a.optimize:
+        rows = []
+        for p in probs:  # candidates depend on the problem (tile configs)
+            rows += runner.run((p,), peers_mod.select(profiler.candidates(p), a.peers), profiler.DIRECTIONS,
+                               limits, on_row=save_partial)
+        path, best = profiler.update_cache(rows, run_meta, a.cache)
+        extra["tuning_cache"], extra["best"] = path, best
+    else:
+        rows = runner.run(probs, bench_peers, modes, limits, on_row=save_partial)
+    return rows, floors, extra
 
 
 if __name__ == "__main__":

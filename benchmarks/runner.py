@@ -43,6 +43,8 @@ class Row:
     n_input_sets: int = 0
     applicable: bool = True  # False: the peer cannot run this problem here at all (static reason)
     host_median_s: float | None = None  # a chained forward's time from blocks of calls (timing.chain)
+    t_start: float | None = None  # perf_counter span of its compile and timing (gpu_monitor windows)
+    t_end: float | None = None
 
 
 @dataclasses.dataclass
@@ -231,6 +233,7 @@ def run(problems, peers: list[Peer], modes, limits: Limits, on_row=None) -> list
             fair = (deadline - now - overhead * pending_left) / pending_left
             budget = min(limits.max_row_s, max(limits.min_row_s, fair))
             fn, arg_sets = None, None
+            r.t_start = time.perf_counter()
             try:
                 f = peer.make(p)
                 fn, arg_sets = _args_for(r.mode, f, sets)
@@ -266,6 +269,7 @@ def run(problems, peers: list[Peer], modes, limits: Limits, on_row=None) -> list
                 r.status, r.reason = "error", _short(e)
             finally:
                 del fn, arg_sets
+                r.t_end = time.perf_counter()
             if peer.shared and r.status == "ok" and key not in shared:
                 shared[key] = r
             if r.status == "ok":

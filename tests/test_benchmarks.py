@@ -3,13 +3,16 @@ Markdown and PNG output, and the profiler's cache. Kept short (tiny budgets, two
 
 import importlib.util
 import json
+import shutil
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import problems, profiler, run, timing
+from benchmarks import gpu_monitor, problems, profiler, run, timing
 
 
 def test_flops_and_bytes_follow_benchmarks_md():
@@ -62,6 +65,24 @@ def test_fast_forwards_are_timed_chained(tmp_path, capsys):
     assert len(rows) == 4 and any("timed once" in r["reason"] for r in rows)  # Q2d's dense row is Q2's
     for r in rows:
         assert r["calls_per_dispatch"] == 32 and r["host_timed_ms"] > 0 and r["time_ms"] > 0
+
+
+def test_gpu_monitor_summarises_what_it_sampled():
+    lines = "\n".join(f"print('{c}, {w}, 700.00, 61', flush=True); time.sleep(0.02)"
+                      for c, w in ((1980, 420.5), (1710, 699.0), (1455, 700.0)))
+    with gpu_monitor.GpuMonitor(cmd=[sys.executable, "-c", "import time\n" + lines + "\nprint('[N/A], 1, 2, 3')"]) as m:
+        for _ in range(200):
+            if len(m.samples) == 3:
+                break
+            time.sleep(0.01)
+    s = m.summary()
+    assert s["samples"] == 3 and s["sm_clock_mhz_min"] == 1455 and s["sm_clock_mhz_median"] == 1710
+    assert s["power_w_max"] == 700.0 and s["at_power_limit"] == pytest.approx(2 / 3)
+    assert m.window(m.samples[0][0], m.samples[0][0])["samples"] == 1 and m.window(0.0, 0.0) is None
+    if shutil.which("nvidia-smi") is None:  # a CPU machine: nothing to sample, no summaries
+        with gpu_monitor.GpuMonitor() as idle:
+            pass
+        assert idle.cmd is None and idle.summary() is None
 
 
 def test_tuning_key_is_a_stable_signature():
