@@ -21,7 +21,7 @@ QUERY = ["--query-gpu=clocks.sm,power.draw,power.limit,temperature.gpu", "--form
 class GpuMonitor:
     def __init__(self, interval_ms: int = 250, cmd: list[str] | None = None):
         exe = shutil.which("nvidia-smi")
-        self.cmd = cmd or ([exe, *QUERY, f"-lms={interval_ms}"] if exe else None)
+        self.cmd = cmd or ([exe, *QUERY, f"--loop-ms={interval_ms}"] if exe else None)
         self.samples: list[tuple[float, float, float, float, float]] = []  # t, MHz, W, limit W, °C
         self._proc = None
         self._thread = None
