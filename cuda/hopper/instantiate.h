@@ -95,8 +95,8 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, cudaStream_t stream
   return true;
 }
 
-// The warp-specialised TMA kernel where its tiles are TMA boxes (128-key tiles for 1-D tiles:
-// half the per-tile overhead, and the window's ends waste little; it repairs non-finite chunks
+// The warp-specialised TMA kernel where its tiles are TMA boxes (128-key tiles where
+// wide_kv_tiles says they pay: half the per-tile overhead; it repairs non-finite chunks
 // itself), else the single-warpgroup cp.async kernel and the repair launch.
 template <typename T, int D>
 cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelParams p,

@@ -2,14 +2,15 @@
 // warpgroups in ping-pong, persistent CTAs.
 //
 // CTA: 2 consumer warpgroups + 1 producer warpgroup (384 threads; setmaxnreg moves registers
-// to the consumers), one per SM; it computes the query tiles blockIdx.x, blockIdx.x + gridDim.x,
-// ... A query tile has 128 positions (shape 2^qlog per dim) of one (batch, head, dilation
-// group); consumer warpgroup g owns rows [64 g, 64 g + 64), an aligned sub-box of the tile. Two
-// producer threads walk the key/value tiles (64 keys, shape 2^klog) covering the box of each
-// query tile's windows and load each as TMA boxes into rings of KS K slots and VS V slots (full /
-// empty mbarriers per slot), several tiles ahead and on into the next query tile, so its first
-// tiles load while the consumers store O. Q is double-buffered and loaded (cp.async) one query
-// tile ahead. The warpgroups share every key/value tile. Each warpgroup computes only the tiles
+// to the consumers), one per SM; it computes query tile blockIdx.x, then the tiles it takes from
+// a counter (ids in p.tile_order: fused::order_tiles_for_l2). A query tile has 128 positions
+// (shape 2^qlog per dim) of one (batch, head, dilation group); consumer warpgroup g owns rows
+// [64 g, 64 g + 64), an aligned sub-box of the tile. Two producer threads walk the key/value
+// tiles (BN = 64 or 128 keys, shape 2^klog) covering the box of each query tile's windows and
+// load each as TMA boxes into rings of KS K slots and VS V slots (full / empty mbarriers per
+// slot), several tiles ahead and on into the next query tile, so its first tiles load while the
+// consumers store O. Q is double-buffered and loaded by TMA one query tile ahead. The
+// warpgroups share every key/value tile. Each warpgroup computes only the tiles
 // its own rows see, one contiguous run of the load order (SplitWalk), and releases the others at
 // once. Per computed tile (mainloop.h):
 //   issue S_j = Q K_j^T and O += P_prev V_prev; wait S_j; masks where needed; softmax of S_j
