@@ -14,7 +14,8 @@
 //      [--handler] [--profile] [--hopper]  (--profile: one forward + backward per selected problem,
 //      for ncu; --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in;
 //      --handler: time what an FFI handler launches per call: arm, the kernels, the repair launch,
-//      cuda/repair/*.cu linked in)
+//      cuda/repair/*.cu linked in; --cold: evict L2 before each timed launch, as a benchmark that
+//      rotates its inputs sees them; not with --throughput)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -480,12 +481,21 @@ void fill(DBuf& b, uint64_t seed) {
 }
 
 bool g_throughput = false;  // --throughput: reps launches back to back, one timing
-// One forward (backward) call as timed: the kernels alone, or with the handler's arm and repair
-// launches around them (cuda/ffi/cuda_handlers.cu run_repaired).
+bool g_cold = false;        // --cold: each timed launch starts with nothing of its inputs in L2
 // Timed launches go to a stream of their own, as XLA's do (programmatic dependent launch and
 // the tail of each launch behave there as they do under JAX, not as on the legacy stream).
 cudaStream_t g_stream = nullptr;
 
+// Overwrite a buffer larger than L2 (50 MB on an H100) on the timing stream.
+void evict_l2() {
+  static void* junk = nullptr;
+  constexpr size_t kBytes = size_t(256) << 20;
+  if (!junk) CK(cudaMalloc(&junk, kBytes));
+  CK(cudaMemsetAsync(junk, 0x5a, kBytes, g_stream));
+}
+
+// One forward (backward) call as timed: the kernels alone, or with the handler's arm and repair
+// launches around them (cuda/ffi/cuda_handlers.cu run_repaired).
 cudaError_t timed_fwd(const Problem& p, const FwdArgs& a) {
   if (g_handler)
     if (cudaError_t e = repair::arm(a.nonfinite, g_stream); e != cudaSuccess) return e;
@@ -520,6 +530,7 @@ double time_ms(F f, int reps) {
   }
   std::vector<float> ts;
   for (int r = 0; r < reps; ++r) {
+    if (g_cold) evict_l2();  // before the first event: not timed
     CK(cudaEventRecord(a, g_stream));
     f();
     CK(cudaEventRecord(b, g_stream));
@@ -647,6 +658,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--profile")) g_profile = true;
     if (!strcmp(argv[i], "--throughput")) g_throughput = true;
     if (!strcmp(argv[i], "--handler")) g_handler = true;
+    if (!strcmp(argv[i], "--cold")) g_cold = true;
     if (!strcmp(argv[i], "--hopper")) g_fwd = hopper_or_fused_fwd, g_bwd = hopper_or_fused_bwd;
   }
   cudaDeviceProp prop;
