@@ -86,5 +86,20 @@ __device__ __forceinline__ void exact_chunk(const Problem& p, const BwdArgs& a, 
   for (int i = 0; i < N; ++i) acc[i] /= l;
 }
 
+// The 16-byte chunk at `at`, elements [c0, c0 + 16 / sizeof(T)) of row `row` of `what`,
+// recomputed by exact_chunk and stored over itself as T.
+template <typename T>
+__device__ __forceinline__ void store_exact_chunk(const Problem& p, const BwdArgs& a, Quantity what,
+                                                  int64_t row, int c0, uint4* at) {
+  constexpr int kN = 16 / sizeof(T);
+  float acc[kN];
+  exact_chunk<T, kN>(p, a, what, row, c0, acc);
+  uint4 v;
+  T* o = reinterpret_cast<T*>(&v);
+#pragma unroll
+  for (int i = 0; i < kN; ++i) o[i] = nbhd::from_f32<T>(acc[i]);
+  *at = v;
+}
+
 }  // namespace repair
 }  // namespace jax_na

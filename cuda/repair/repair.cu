@@ -44,13 +44,7 @@ __global__ void __launch_bounds__(kThreads, 1) repair_kernel(const Problem p, co
     uint4* at = static_cast<uint4*>(r.data[s]) + j;
     if (!nonfinite16<T>(*at)) continue;
     const int64_t e = j * kN;
-    float acc[kN];
-    exact_chunk<T, kN>(p, in, r.what[s], e / p.head_dim, int(e % p.head_dim), acc);
-    uint4 v;
-    T* o = reinterpret_cast<T*>(&v);
-#pragma unroll
-    for (int c = 0; c < kN; ++c) o[c] = nbhd::from_f32<T>(acc[c]);
-    *at = v;
+    store_exact_chunk<T>(p, in, r.what[s], e / p.head_dim, int(e % p.head_dim), at);
   }
 }
 
