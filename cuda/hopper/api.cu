@@ -17,9 +17,8 @@ namespace jax_na {
 namespace hopper {
 namespace {
 
-// The kernels are sm_90a code: the device running the stream's work must be compute 9.0.
-bool on_sm90() {
-  DeviceInfo dev;
+// The kernels are sm_90a code: the device running the stream's work (dev) must be compute 9.0.
+bool on_sm90(DeviceInfo& dev) {
   return current_device(dev) == cudaSuccess && dev.major == 9 && dev.minor == 0;
 }
 
@@ -36,14 +35,15 @@ cudaError_t launch_bwd(const fused::KernelParams& p, int head_dim, cudaStream_t 
 cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
   if (pr.dtype != DType::kF16 && pr.dtype != DType::kBF16) return cudaErrorNotSupported;
   if (pr.head_dim != 64 && pr.head_dim != 128) return cudaErrorNotSupported;
-  if (!on_sm90()) return cudaErrorNotSupported;
+  DeviceInfo dev;
+  if (!on_sm90(dev)) return cudaErrorNotSupported;
   fused::KernelParams p;
   const cudaError_t e = fused::make_fwd_params(pr, a, p);
   if (e != cudaSuccess || p.batch == 0) return e;
   if (!a.tile_counter) return cudaErrorInvalidValue;  // the persistent kernel's tile counter
   const int d = int(pr.head_dim);
-  return pr.dtype == DType::kF16 ? hopper::launch_fwd<__half>(pr, a, p, d, stream)
-                                 : hopper::launch_fwd<__nv_bfloat16>(pr, a, p, d, stream);
+  return pr.dtype == DType::kF16 ? hopper::launch_fwd<__half>(pr, a, p, d, dev.sms, stream)
+                                 : hopper::launch_fwd<__nv_bfloat16>(pr, a, p, d, dev.sms, stream);
 }
 
 size_t bwd_workspace_bytes(const Problem&) { return 0; }
@@ -51,7 +51,8 @@ size_t bwd_workspace_bytes(const Problem&) { return 0; }
 cudaError_t bwd(const Problem& pr, const BwdArgs& a, cudaStream_t stream) {
   if (pr.dtype != DType::kF16 && pr.dtype != DType::kBF16) return cudaErrorNotSupported;
   if (pr.head_dim != 64 && pr.head_dim != 128) return cudaErrorNotSupported;
-  if (!on_sm90()) return cudaErrorNotSupported;
+  DeviceInfo dev;
+  if (!on_sm90(dev)) return cudaErrorNotSupported;
   fused::KernelParams p;
   const cudaError_t e = fused::make_bwd_params(pr, a, p);
   if (e != cudaSuccess || p.batch == 0) return e;

@@ -7,7 +7,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "../common/device.h"
 #include "../common/problem.h"
 #include "../fused/launch.h"
 #include "../fused/params.h"
@@ -77,12 +76,10 @@ inline bool wide_kv_tiles(const fused::KernelParams& p) {
 // Launch the warp-specialised kernel with BN-key tiles if its tiles are TMA boxes (the launch's
 // status in err); false, with nothing launched, otherwise.
 template <typename T, int D, int BN>
-bool try_launch_ws(const Problem& pr, fused::KernelParams p, cudaStream_t stream,
+bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream_t stream,
                    cudaError_t& err) {
   using Ws = WsConfig<T, D, BN>;
-  DeviceInfo dev;
-  if ((err = current_device(dev)) != cudaSuccess) return true;
-  const int64_t ctas = plan_ws_tiles(p, Ws::kLogCols, dev.sms);
+  const int64_t ctas = plan_ws_tiles(p, Ws::kLogCols, sms);
   if (ctas > 0x7fffffff) return false;  // the kernel's tile ids are 32-bit
   // Q comes in boxes of one warpgroup's half (SplitWalk splits the outermost dim of extent > 1).
   int half[3] = {p.ts.qlog[0], p.ts.qlog[1], p.ts.qlog[2]};
@@ -90,7 +87,7 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, cudaStream_t stream
   constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
   TmaMaps maps{};
   if (!make_kv_maps(p, D, bf16, maps) || !make_q_map(p, half, D, bf16, maps)) return false;
-  err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN>, p, ctas, dev.sms, Ws::kThreads,
+  err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN>, p, ctas, sms, Ws::kThreads,
                           Ws::kSmem, stream, maps, pr);
   return true;
 }
@@ -99,11 +96,11 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, cudaStream_t stream
 // wide_kv_tiles says they pay: half the per-tile overhead; it repairs non-finite chunks
 // itself), else the single-warpgroup cp.async kernel and the repair launch.
 template <typename T, int D>
-cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelParams p,
+cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelParams p, int sms,
                             cudaStream_t stream) {
   cudaError_t err = cudaSuccess;
-  if (wide_kv_tiles(p) && try_launch_ws<T, D, 128>(pr, p, stream, err)) return err;
-  if (try_launch_ws<T, D, 64>(pr, p, stream, err)) return err;
+  if (wide_kv_tiles(p) && try_launch_ws<T, D, 128>(pr, p, sms, stream, err)) return err;
+  if (try_launch_ws<T, D, 64>(pr, p, sms, stream, err)) return err;
   using Cfg = FwdConfig<T, D>;
   const int64_t ctas = plan_tiles(p, Cfg::kLogRows, Cfg::kLogCols);
   err = fused::launch_ctas(hopper_fwd_kernel<T, D>, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
@@ -118,9 +115,9 @@ cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelPa
   namespace hopper {                                                                           \
   template <>                                                                                  \
   cudaError_t launch_fwd<T>(const Problem& pr, const FwdArgs& a, fused::KernelParams p,        \
-                            int head_dim, cudaStream_t stream) {                               \
-    if (head_dim == 64) return launch_fwd_impl<T, 64>(pr, a, p, stream);                       \
-    if (head_dim == 128) return launch_fwd_impl<T, 128>(pr, a, p, stream);                     \
+                            int head_dim, int sms, cudaStream_t stream) {                      \
+    if (head_dim == 64) return launch_fwd_impl<T, 64>(pr, a, p, sms, stream);                  \
+    if (head_dim == 128) return launch_fwd_impl<T, 128>(pr, a, p, sms, stream);                \
     return cudaErrorNotSupported;                                                              \
   }                                                                                            \
   }                                                                                            \

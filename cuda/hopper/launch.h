@@ -13,15 +13,16 @@
 namespace jax_na {
 namespace hopper {
 
-// head_dim 64 or 128 (else cudaErrorNotSupported); T = __half or __nv_bfloat16. Leaves out
-// exact: non-finite chunks repaired in the kernel, or by a repair launch after it (cuda/repair/).
+// head_dim 64 or 128 (else cudaErrorNotSupported); T = __half or __nv_bfloat16; sms: the
+// device's SM count (the persistent kernel's grid). Leaves out exact: non-finite chunks
+// repaired in the kernel, or by a repair launch after it (cuda/repair/).
 template <typename T>
 cudaError_t launch_fwd(const Problem& pr, const FwdArgs& a, fused::KernelParams p, int head_dim,
-                       cudaStream_t stream);
+                       int sms, cudaStream_t stream);
 template <> cudaError_t launch_fwd<__half>(const Problem&, const FwdArgs&, fused::KernelParams, int,
-                                           cudaStream_t);
+                                           int, cudaStream_t);
 template <> cudaError_t launch_fwd<__nv_bfloat16>(const Problem&, const FwdArgs&,
-                                                  fused::KernelParams, int, cudaStream_t);
+                                                  fused::KernelParams, int, int, cudaStream_t);
 // Backward, the same head dims and types: dK/dV (key-stationary), then dQ (query-stationary).
 template <typename T>
 cudaError_t launch_bwd_dkdv(fused::KernelParams p, int head_dim, cudaStream_t stream);
