@@ -244,12 +244,9 @@ def run(problems, peers: list[Peer], modes, limits: Limits, on_row=None) -> list
                 if r.mode == "fwd" and r.timing.median_s < chain_below and timing.chains(f, *arg_sets[0]):
                     r.host_median_s = r.timing.median_s
                     n = int(min(limits.max_chain, max(2, math.ceil(chain_below / r.timing.median_s))))
-                    flat = [x for s in arg_sets for x in s]
-                    chained, chain_compile_s = timing.compile_fn(timing.chain(f, n, len(arg_sets)), flat)
+                    r.timing, chain_compile_s = timing.time_chained(f, arg_sets, n, budget_s=budget,
+                                                                    target_block_s=target_block)
                     r.compile_s += chain_compile_s
-                    r.timing = timing.per_call(timing.time_compiled(chained, [flat], budget_s=budget,
-                                                                    target_block_s=target_block), n)
-                    del chained, flat
                 overheads.append(r.compile_s + r.timing.total_s - r.timing.median_s * r.timing.n_blocks
                                  * r.timing.calls_per_block)
                 rate_now = p.flops(r.mode) / r.timing.median_s

@@ -131,6 +131,14 @@ def per_call(t: Timing, n: int) -> Timing:
                                calls_per_dispatch=n)
 
 
+def time_chained(f, arg_sets, n: int, **kw) -> tuple[Timing, float]:
+    """chain(f, n) over the (q, k, v) arg_sets, compiled and timed (time_compiled's keywords), as
+    the timing of one call of f; and the chain's compile time in seconds."""
+    flat = [x for s in arg_sets for x in s]
+    compiled, compile_s = compile_fn(chain(f, n, len(arg_sets)), flat)
+    return per_call(time_compiled(compiled, [flat], **kw), n), compile_s
+
+
 def dispatch_overhead_s(n_calls: int = 200) -> float:
     """Per-call time of a trivial jitted function issued back to back (host dispatch cost)."""
     import jax.numpy as jnp
