@@ -25,7 +25,8 @@ struct CtaCoord {
 // Tile `id` of the grid's order. I: int64_t, or uint32_t where the tile count fits (persistent
 // kernels decode once per tile inside their loop; a 64-bit division is a call). kOrdered: the
 // tile dims in p.tile_order (order_tiles_for_l2), else row-major (kernels whose planner does
-// not order them).
+// not order them; the ordered decode's selects cost registers, and the fused forward spilled
+// with it).
 template <typename I, bool kOrdered = false>
 __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads, I id) {
   CtaCoord c;
