@@ -1,7 +1,8 @@
 """The tiling and masking logic of the fused kernels (which the Hopper kernels reuse), emulated on
 the host (cuda/fused/test/tiling_check.cc): every CTA, warp and lane of the query- and
 key-stationary kernels over 300 geometries, checking that each (query, key) neighbour pair is
-computed exactly once and no other pair is. Needs nvcc (no GPU); skipped without it."""
+computed exactly once and no other pair is; the same for the resident-box kernels' per-warp tiles
+and gathered rows. Needs nvcc (no GPU); skipped without it."""
 
 import pathlib
 import shutil
@@ -17,10 +18,14 @@ NVCC = shutil.which("nvcc")
 def test_tiling_and_masks_cover_each_pair_once(tmp_path):
     exe = tmp_path / "tiling_check"
     subprocess.run([NVCC, "-O2", "-std=c++17", "-I", str(ROOT / "cuda/common"),
-                    str(ROOT / "cuda/fused/tile_select.cu"), "-x", "cu",
+                    str(ROOT / "cuda/fused/tile_select.cu"),
+                    str(ROOT / "cuda/fused/resident_box_plan.cu"), "-x", "cu",
                     str(ROOT / "cuda/fused/test/tiling_check.cc"), "-o", str(exe)],
                    check=True, capture_output=True, text=True, timeout=600)
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-2000:]
     assert "tiling_check: 0 of 300 geometries failed" in out, out[-2000:]
+    # The random geometries must exercise the resident-box plans too.
+    checked = int(out.split("resident-box plans checked: ")[1].split()[0])
+    assert checked >= 20, out[-2000:]

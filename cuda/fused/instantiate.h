@@ -10,6 +10,7 @@
 
 #include "launch.h"
 #include "params.h"
+#include "resident_box.h"
 #include "tile_scheduler.h"
 
 namespace jax_na {
@@ -31,23 +32,23 @@ cudaError_t dispatch_head_dim(int head_dim, F&& f) {
 // head) or keys (dK/dV; one CTA per key/value head).
 enum class Stationary { kQuery, kKey };
 
-// Choose tile shapes for Cfg (kLogRows, kLogCols), set the grid and mask constants; the number
-// of CTAs (one per (batch, head, group, tile)).
-template <typename Cfg, Stationary S>
-int64_t plan_grid(KernelParams& p) {
-  if constexpr (S == Stationary::kKey) {
-    p.ts = choose_key_stationary(p, Cfg::kLogRows, Cfg::kLogCols);
-  } else {
-    p.ts = choose_query_stationary(p, Cfg::kLogRows, Cfg::kLogCols);
-  }
+// With p.ts chosen: set the mask constants and the grid over the stationary tiles; the number of
+// CTAs (one per (batch, head, group, tile)).
+template <Stationary S>
+int64_t grid_ctas(KernelParams& p) {
   set_mask_constants(p);
-  if constexpr (S == Stationary::kKey) {
-    set_grid(p, p.ts.klog);
-  } else {
-    set_grid(p, p.ts.qlog);
-  }
+  set_grid(p, S == Stationary::kKey ? p.ts.klog : p.ts.qlog);
   const int heads = S == Stationary::kKey ? p.heads_kv : p.heads;
   return p.batch * heads * p.groups * p.tiles;
+}
+
+// Choose tile shapes for Cfg (kLogRows, kLogCols), set the grid and mask constants; the number
+// of CTAs.
+template <typename Cfg, Stationary S>
+int64_t plan_grid(KernelParams& p) {
+  p.ts = S == Stationary::kKey ? choose_key_stationary(p, Cfg::kLogRows, Cfg::kLogCols)
+                               : choose_query_stationary(p, Cfg::kLogRows, Cfg::kLogCols);
+  return grid_ctas<S>(p);
 }
 
 // plan_grid, then launch its CTAs of Cfg::kThreads threads / Cfg::kSmem bytes.
@@ -57,20 +58,46 @@ cudaError_t launch_tiles(Kernel kernel, KernelParams p, cudaStream_t stream) {
   return launch_ctas(kernel, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
 }
 
+// The resident-box kernel (BoxCfg, box_kernel; query-stationary) where plan_resident_box takes
+// the problem, else the tiled one (launch_tiles).
+template <typename Cfg, typename BoxCfg, typename Kernel, typename BoxKernel>
+cudaError_t launch_box_or_tiles(Kernel kernel, BoxKernel box_kernel, KernelParams p,
+                                cudaStream_t stream) {
+  int rows = 0;
+  if (!plan_resident_box(p, BoxCfg::kSmem, rows))
+    return launch_tiles<Cfg, Stationary::kQuery>(kernel, p, stream);
+  const int64_t ctas = grid_ctas<Stationary::kQuery>(p);
+  return launch_ctas(box_kernel, p, ctas, BoxCfg::kThreads, BoxCfg::kSmem.bytes(rows), stream);
+}
+
 }  // namespace fused
 }  // namespace jax_na
 
-// Define LAUNCH<T> (declared in launch.h) for head_dim 32, 64, 128: CONFIG<T, D> gives the tile
-// configuration, KERNEL<T, D> the kernel, STATIONARY (kQuery or kKey) the stationary side.
-#define JAX_NA_FUSED_INSTANTIATE(LAUNCH, CONFIG, KERNEL, T, STATIONARY)                      \
-  namespace jax_na {                                                                        \
-  namespace fused {                                                                         \
-  template <>                                                                               \
-  cudaError_t LAUNCH<T>(KernelParams p, int head_dim, cudaStream_t stream) {                \
-    return dispatch_head_dim(head_dim, [&](auto d) {                                        \
-      constexpr int D = decltype(d)::value;                                                 \
-      return launch_tiles<CONFIG<T, D>, Stationary::STATIONARY>(KERNEL<T, D>, p, stream);   \
-    });                                                                                     \
-  }                                                                                         \
-  }                                                                                         \
+// Define LAUNCH<T> (declared in launch.h) for head_dim 32, 64, 128; the lambda body (...) sees D.
+#define JAX_NA_FUSED_DEFINE_LAUNCH(LAUNCH, T, ...)                                     \
+  namespace jax_na {                                                                  \
+  namespace fused {                                                                   \
+  template <>                                                                         \
+  cudaError_t LAUNCH<T>(KernelParams p, int head_dim, cudaStream_t stream) {          \
+    return dispatch_head_dim(head_dim, [&](auto d) {                                  \
+      constexpr int D = decltype(d)::value;                                           \
+      __VA_ARGS__                                                                     \
+    });                                                                               \
+  }                                                                                   \
+  }                                                                                   \
   }
+
+// CONFIG<T, D> gives the tile configuration, KERNEL<T, D> the kernel, STATIONARY (kQuery or
+// kKey) the stationary side.
+#define JAX_NA_FUSED_INSTANTIATE(LAUNCH, CONFIG, KERNEL, T, STATIONARY) \
+  JAX_NA_FUSED_DEFINE_LAUNCH(LAUNCH, T,                                 \
+      return launch_tiles<CONFIG<T, D>, Stationary::STATIONARY>(KERNEL<T, D>, p, stream);)
+
+// ... and BOX_CONFIG / BOX_KERNEL the resident-box kernel, tried first at head_dim 32 and 64.
+#define JAX_NA_FUSED_INSTANTIATE_BOX(LAUNCH, CONFIG, KERNEL, BOX_CONFIG, BOX_KERNEL, T)      \
+  JAX_NA_FUSED_DEFINE_LAUNCH(LAUNCH, T, if constexpr (D <= 64) {                            \
+    return launch_box_or_tiles<CONFIG<T, D>, BOX_CONFIG<T, D>>(KERNEL<T, D>, BOX_KERNEL<T, D>, \
+                                                               p, stream);                  \
+  } else {                                                                                  \
+    return launch_tiles<CONFIG<T, D>, Stationary::kQuery>(KERNEL<T, D>, p, stream);          \
+  })

@@ -57,7 +57,12 @@ __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads
   return c;
 }
 __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads) {
-  return decode_cta<int64_t>(p, nheads, p.cta_offset + blockIdx.x);
+  const int64_t id = p.cta_offset + blockIdx.x;
+  // A 64-bit division is a long subroutine (three of them were a sixth of a small-window CTA's
+  // prologue): 32-bit whenever the grid's ids fit, as they nearly always do.
+  if (p.batch * nheads * p.groups * p.tiles <= int64_t(UINT32_MAX))
+    return decode_cta<uint32_t>(p, nheads, uint32_t(id));
+  return decode_cta<int64_t>(p, nheads, id);
 }
 #endif
 

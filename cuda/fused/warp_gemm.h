@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "arch.h"
+#include "params.h"
 #include "smem_tile.h"
 
 namespace jax_na {
@@ -21,23 +22,41 @@ __device__ __forceinline__ void lds_a(uint32_t (&a)[4], uint32_t tile, int row0,
   ldsm_x4(tile + SmemTile<D>::offset(row0 + (lane & 15), 2 * ks + (lane >> 4)), a);
 }
 
+// B operands are read by ldmatrix.x4 over 16 columns (tile rows) and two 8-element chunks: lane l
+// addresses column 16 j + (l % 8) + 8 (l / 16) at chunk c + (l / 8) % 2, so matrices 0 and 1
+// are columns 0-7 at chunks c and c + 1, matrices 2 and 3 columns 8-15. The row map gives that
+// column's shared-tile row: 16 j + (l % 8) + 8 (l / 16) for a contiguous tile (ContiguousRows),
+// any gathered row for kernels whose columns are scattered over a resident box (resident_box.h).
+FUSED_HD int lane_column(int lane) { return (lane & 7) + ((lane >> 4) << 3); }
+FUSED_HD int lane_chunk(int lane) { return (lane >> 3) & 1; }
+
+struct ContiguousRows {
+  int lane;
+  __device__ __forceinline__ int operator()(int j) const { return 16 * j + lane_column(lane); }
+};
+
 // acc[16 x NROWS] += A[16 x D] * Bt where the tile holds B as NROWS rows of D (B = tile^T):
-// S = Q K^T with K rows in shared memory. A given as D/16 register fragments.
-template <typename T, int D, int NROWS>
-__device__ __forceinline__ void gemm_abt(float (&acc)[NROWS / 8][4], const uint32_t (&a)[D / 16][4],
-                                         uint32_t tile, int lane) {
+// S = Q K^T with K rows in shared memory. A given as D/16 register fragments; rows: the row map.
+template <typename T, int D, int NROWS, typename Rows>
+__device__ __forceinline__ void gemm_abt_rows(float (&acc)[NROWS / 8][4],
+                                              const uint32_t (&a)[D / 16][4], uint32_t tile,
+                                              Rows rows, int lane) {
 #pragma unroll
   for (int ks = 0; ks < D / 16; ++ks) {
 #pragma unroll
     for (int np = 0; np < NROWS / 16; ++np) {
       uint32_t b[4];
-      ldsm_x4(tile + SmemTile<D>::offset(16 * np + (lane & 7) + ((lane >> 4) << 3),
-                                         2 * ks + ((lane >> 3) & 1)),
-              b);
+      ldsm_x4(tile + SmemTile<D>::offset(rows(np), 2 * ks + lane_chunk(lane)), b);
       Mma<T>::run(acc[2 * np], a[ks], b[0], b[1]);
       Mma<T>::run(acc[2 * np + 1], a[ks], b[2], b[3]);
     }
   }
+}
+
+template <typename T, int D, int NROWS>
+__device__ __forceinline__ void gemm_abt(float (&acc)[NROWS / 8][4], const uint32_t (&a)[D / 16][4],
+                                         uint32_t tile, int lane) {
+  gemm_abt_rows<T, D, NROWS>(acc, a, tile, ContiguousRows{lane}, lane);
 }
 
 // Same, A read from a shared tile (rows [row0, row0+16)) one k-step at a time.
@@ -88,25 +107,32 @@ __device__ __forceinline__ void gemm_abt_sa2(float (&acc0)[NROWS / 8][4], uint32
 
 // acc[16 x D] += P[16 x KROWS] * tile where the tile holds KROWS rows of D (O += P V); P is the
 // fp32 C-fragment array of a previous product, converted to T here (C -> A register reuse).
-template <typename T, int D, int KROWS>
-__device__ __forceinline__ void gemm_pv(float (&acc)[D / 8][4], const float (&pc)[KROWS / 8][4],
-                                        uint32_t tile, int lane) {
+// rows: the row map (keys 16 kk .. 16 kk + 15 for k-step kk).
+template <typename T, int D, int KROWS, typename Rows>
+__device__ __forceinline__ void gemm_pv_rows(float (&acc)[D / 8][4],
+                                             const float (&pc)[KROWS / 8][4], uint32_t tile,
+                                             Rows rows, int lane) {
 #pragma unroll
   for (int kk = 0; kk < KROWS / 16; ++kk) {
     const uint32_t a[4] = {pack2<T>(pc[2 * kk][0], pc[2 * kk][1]),
                            pack2<T>(pc[2 * kk][2], pc[2 * kk][3]),
                            pack2<T>(pc[2 * kk + 1][0], pc[2 * kk + 1][1]),
                            pack2<T>(pc[2 * kk + 1][2], pc[2 * kk + 1][3])};
+    const int row = rows(kk);
 #pragma unroll
     for (int dp = 0; dp < D / 16; ++dp) {
       uint32_t b[4];
-      ldsm_x4_t(tile + SmemTile<D>::offset(16 * kk + (lane & 7) + (((lane >> 3) & 1) << 3),
-                                           2 * dp + (lane >> 4)),
-                b);
-      Mma<T>::run(acc[2 * dp], a, b[0], b[1]);
-      Mma<T>::run(acc[2 * dp + 1], a, b[2], b[3]);
+      ldsm_x4_t(tile + SmemTile<D>::offset(row, 2 * dp + lane_chunk(lane)), b);
+      Mma<T>::run(acc[2 * dp], a, b[0], b[2]);
+      Mma<T>::run(acc[2 * dp + 1], a, b[1], b[3]);
     }
   }
+}
+
+template <typename T, int D, int KROWS>
+__device__ __forceinline__ void gemm_pv(float (&acc)[D / 8][4], const float (&pc)[KROWS / 8][4],
+                                        uint32_t tile, int lane) {
+  gemm_pv_rows<T, D, KROWS>(acc, pc, tile, ContiguousRows{lane}, lane);
 }
 
 // MT row blocks of 16 per warp (rows row0 + 16 mt): acc[mt] += A_mt * tile^T, A read from a

@@ -11,11 +11,12 @@
 //        -o fused_check
 // or run cuda/fused/test/run_device.sh (builds it when no prebuilt binary runs).
 // Run: ./fused_check [--no-bench] [--no-check] [--only CASE] [--bench PROBLEM] [--reps N] [--throughput]
-//      [--handler] [--profile] [--hopper]  (--profile: one forward + backward per selected problem,
+//      [--handler] [--profile] [--hopper] [--no-box]  (--profile: one forward + backward per selected problem,
 //      for ncu; --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in;
 //      --handler: time what an FFI handler launches per call: arm, the kernels, the repair launch,
 //      cuda/repair/*.cu linked in; --cold: evict L2 before each timed launch, as a benchmark that
-//      rotates its inputs sees them; not with --throughput)
+//      rotates its inputs sees them; not with --throughput; --no-box: the tiled kernels only, not
+//      the resident-box ones, for A/B runs and to check the tiled kernels on small windows)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -660,6 +661,8 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--handler")) g_handler = true;
     if (!strcmp(argv[i], "--cold")) g_cold = true;
     if (!strcmp(argv[i], "--hopper")) g_fwd = hopper_or_fused_fwd, g_bwd = hopper_or_fused_bwd;
+    // The tiled kernels only (resident_box.h): A/B runs, and their checks on small windows.
+    if (!strcmp(argv[i], "--no-box")) setenv("JAX_NA_FUSED_RESIDENT_BOX", "0", 1);
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -716,7 +719,9 @@ int main(int argc, char** argv) {
     bench(mk("V2 56x56 k7 d8 D32 B128 H2", 2, 128, {56, 56}, 2, 2, 32, {7}, {1}, {8}, {0}, BF), true, 20);
     bench(mk("2d 128x128 k31 D128 H16", 2, 1, {128, 128}, 16, 16, 128, {31}, {1}, {1}, {0}, BF), true, 10);
     bench(mk("2d 64x64 k13 D128 H16 B4", 2, 4, {64, 64}, 16, 16, 128, {13}, {1}, {1}, {0}, BF), false, 20);
-    bench(mk("2d 56x56 k7 D64 H4 B32", 2, 32, {56, 56}, 4, 4, 64, {7}, {1}, {1}, {0}, BF), false, 20);
+    bench(mk("2d 56x56 k7 D64 H4 B32", 2, 32, {56, 56}, 4, 4, 64, {7}, {1}, {1}, {0}, BF), true, 20);
+    bench(mk("1d L32768 k63 D64 H8 B2", 1, 2, {32768}, 8, 8, 64, {63}, {1}, {1}, {0}, BF), true, 20);
+    bench(mk("3d 24x24x24 k3 D32 H4 B4", 3, 4, {24, 24, 24}, 4, 4, 32, {3}, {1}, {1}, {0}, BF), true, 20);
     bench(mk("A1 1d L32768 k2048 D128 H1", 1, 1, {32768}, 1, 1, 128, {2048}, {1}, {1}, {0}, BF), true, 10);
     bench(mk("A1c causal k2048 D128 H16", 1, 1, {32768}, 16, 16, 128, {2048}, {1}, {1}, {1}, BF), true, 5);
     bench(mk("A1b 1d L32768 k2048 s2048 D128", 1, 1, {32768}, 1, 1, 128, {2048}, {2048}, {1}, {0}, BF), false, 10);

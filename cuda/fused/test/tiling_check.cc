@@ -2,9 +2,11 @@
 // CTA, warp and lane of the forward/dQ (query-stationary) and dK/dV (key-stationary) kernels'
 // tile iteration, per-warp skip, mask-free test and column masks, using the very functions the
 // kernels call, and checks that each (query, key) neighbour pair is computed exactly once and
-// no other pair is. Runs on any machine with nvcc (tests/test_tiling.py runs it in CI). CUDA
-// source named .cc so that the extension's glob (cuda/fused/**/*.cu) leaves it out. Build:
-//   nvcc -O2 -std=c++17 -I cuda/common cuda/fused/tile_select.cu -x cu \
+// no other pair is; the same for the resident-box kernels (per-warp tiles, gathered box rows,
+// the loaders' cursors, and the plan's bounds: box rows, tiles per warp). Runs on any machine with nvcc
+// (tests/test_tiling.py runs it in CI). CUDA source named .cc so that the extension's glob
+// (cuda/fused/**/*.cu) leaves it out. Build:
+//   nvcc -O2 -std=c++17 -I cuda/common cuda/fused/tile_select.cu cuda/fused/resident_box_plan.cu -x cu \
 //        cuda/fused/test/tiling_check.cc -o tiling_check && ./tiling_check [cases]
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +17,7 @@
 #include "../launch.h"
 #include "../mask.h"
 #include "../query_tile.h"
+#include "../resident_box.h"
 
 using namespace jax_na;
 using namespace jax_na::fused;
@@ -228,6 +231,82 @@ int check_key_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, int 
   return errors;
 }
 
+// The resident-box kernels (resident_box.h): false when the plan does not take the geometry.
+// Every CTA's box must fit the planned rows, every warp walk at most 4 tiles, and every column a
+// lane computes must be a box row holding that key, addressed by the lane that loads it.
+bool check_box(const Geo& g, std::vector<int>& cnt, int& errors) {
+  KernelParams p = params_of(g);
+  int box_rows = 0;
+  if (!plan_resident_box(p, BoxSmem{0, 1, 1 << 30}, box_rows)) return false;
+  set_mask_constants(p);
+  set_grid(p, p.ts.qlog);
+  const int64_t N = p.tokens;
+  std::vector<std::pair<int, int>> cols;
+  for (int gi = 0; gi < p.groups; ++gi)
+    for (int64_t t = 0; t < p.tiles; ++t) {
+      CtaCoord cta{};
+      cta.grp[2] = gi % p.dil[2], cta.grp[1] = (gi / p.dil[2]) % p.dil[1], cta.grp[0] = gi / (p.dil[2] * p.dil[1]);
+      cta.tile[2] = int(t % p.ntiles[2]), cta.tile[1] = int((t / p.ntiles[2]) % p.ntiles[1]),
+      cta.tile[0] = int(t / (int64_t(p.ntiles[2]) * p.ntiles[1]));
+      QueryCta c;
+      if (!setup_query_cta(p, cta, c)) continue;
+      Window tab[kMaxTableEntries];
+      for (int e = 0; e < table_entries(p.ts.qlog); ++e) tab[e] = query_window_entry(p, c, e);
+      const ResidentBox bx = resident_box(c.kb, c.ke);
+      if (bx.rows() > box_rows && errors++ < 5) printf("  box: %d rows, plan %d\n", bx.rows(), box_rows);
+      // The loaders' cursors (steps of 16, 32 and 128 rows) against direct decomposition.
+      for (int step : {16, 32, 128})
+        for (int r0 = 0; r0 < step && r0 < bx.rows(); r0 += 7) {
+          BoxCursor cur(bx, r0, step);
+          for (int r = r0; r < bx.rows(); r += step, cur.advance()) {
+            int pos[3];
+            cur.position(bx, pos);
+            const int want[3] = {bx.b[0] + r / (bx.n[1] * bx.n[2]), bx.b[1] + r / bx.n[2] % bx.n[1],
+                                 bx.b[2] + r % bx.n[2]};
+            if ((pos[0] != want[0] || pos[1] != want[1] || pos[2] != want[2]) && errors++ < 5)
+              printf("  box: cursor off at row %d\n", r);
+          }
+        }
+      for (int warp = 0; warp < 4; ++warp)
+        for (int lane = 0; lane < 32; ++lane) {
+          RowPartners rp;
+          WarpTileTest wt;
+          query_rows(p, c, tab, warp, lane, rp, wt);
+          WarpBoxWalk walk(wt, p.ts.klog);
+          if (walk.n > 4 && errors++ < 5) printf("  box: a warp walks %d tiles\n", walk.n);
+          for (int j = 0; j < walk.n; ++j, walk.next()) {
+            int tb[3];
+            walk.tile(p.ts.klog, tb);
+            cols.clear();
+            lane_columns<8>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
+            for (auto& rc : cols) {
+              const int64_t q = query_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rc.first, 0);
+              if (q < 0) continue;
+              // The lane whose ldmatrix address serves column rc.second, and the row it reads.
+              int ll = 0;
+              while (lane_column(ll) != (rc.second & 15)) ++ll;
+              const int brow = lane_rows(bx, tb, p.ts.klog, ll)(rc.second >> 4);
+              int tt[3], pos[3], bpos[3];
+              split_row(rc.second, p.ts.klog, tt);
+              bool in = true;
+              for (int i = 0; i < 3; ++i) {
+                pos[i] = tb[i] + tt[i];
+                in = in && pos[i] >= bx.b[i] && pos[i] < bx.b[i] + bx.n[i];
+              }
+              if (in) BoxCursor(bx, brow, 1).position(bx, bpos);
+              if (!in || bpos[0] != pos[0] || bpos[1] != pos[1] || bpos[2] != pos[2]) {
+                if (errors++ < 5) printf("  box: a computed column is not its box row\n");
+                continue;
+              }
+              const int64_t k = key_row_index(p, c, tb, rc.second, 0);
+              cnt[q * N + k]++;
+            }
+          }
+        }
+    }
+  return true;
+}
+
 int compare(const Geo& g, const std::vector<int>& cnt, const char* what) {
   const int N = g.L[0] * g.L[1] * g.L[2];
   int bad = 0;
@@ -247,7 +326,7 @@ int main(int argc, char** argv) {
   const int cases = argc > 1 ? atoi(argv[1]) : 300;
   std::mt19937 rng(1234);
   auto uni = [&](int a, int b) { return std::uniform_int_distribution<int>(a, b)(rng); };
-  int failed = 0;
+  int failed = 0, box_cases = 0;
   for (int cs = 0; cs < cases; ++cs) {
     Geo g{};
     g.rank = uni(1, 3);
@@ -277,6 +356,14 @@ int main(int argc, char** argv) {
       bad += check_key_stationary(g, cnt, 6, lc);
       bad += compare(g, cnt, lc == 6 ? "key-stationary/64" : "key-stationary/32");
     }
+    {
+      std::fill(cnt.begin(), cnt.end(), 0);
+      int errs = 0;
+      if (check_box(g, cnt, errs)) {
+        ++box_cases;
+        bad += errs + compare(g, cnt, "query-stationary/box");
+      }
+    }
     if (bad) {
       ++failed;
       printf("case %d FAILED: L=(%d,%d,%d) k=(%d,%d,%d) s=(%d,%d,%d) d=(%d,%d,%d) causal=(%d,%d,%d)\n", cs,
@@ -284,6 +371,7 @@ int main(int argc, char** argv) {
              g.d[2], g.c[0], g.c[1], g.c[2]);
     }
   }
+  printf("tiling_check: resident-box plans checked: %d\n", box_cases);
   printf("tiling_check: %d of %d geometries failed\n", failed, cases);
   return failed ? 1 : 0;
 }
