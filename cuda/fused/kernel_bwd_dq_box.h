@@ -36,44 +36,18 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   constexpr int NT = 4;  // 8-key blocks of a half tile
   constexpr int ND = D / 8;
-  constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
   extern __shared__ __align__(128) char smem[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
-  QueryCta c;
-  if (!setup_query_cta(p, c)) return;
-  const int head = c.cta.head;
-  const int kvh = head / p.group_size;
-
-  Window* tab = reinterpret_cast<Window*>(smem);
-  const uint32_t sQ = smem_u32(smem) + kTableBytes;
-  const uint32_t sdO = sQ + SmemTile<D>::bytes(64);
-  const ResidentBox bx = resident_box(c.kb, c.ke);
-  const uint32_t sK = sdO + SmemTile<D>::bytes(64);
-  const uint32_t sV = sK + SmemTile<D>::bytes(bx.rows());
-
-  auto q_off = [&](int row) -> int64_t {
-    const int64_t r = query_row_index(p, c, row, head);
-    return r < 0 ? -1 : r * kRowBytes;
-  };
+  QueryBoxCta<D, 2> q;
+  if (!q.setup(p, smem)) return;
   {
     const char* src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
-    const uint32_t dst[2] = {sQ, sdO};
-    load_rows_async<64, D, 128>(src, dst, q_off, tid);
+    q.load(p, smem, src, tid);
   }
-  {
-    const char* src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
-    const uint32_t dst[2] = {sK, sV};
-    load_box_async<D, 128>(src, dst, bx, [&](const int (&pos)[3]) -> int64_t {
-      const int x[3] = {pos[0] * p.dil[0] + c.cta.grp[0], pos[1] * p.dil[1] + c.cta.grp[1],
-                        pos[2] * p.dil[2] + c.cta.grp[2]};
-      return token_row(p, c.cta.b, x, kvh, p.heads_kv) * kRowBytes;
-    }, tid);
-  }
-  cp_async_commit();
-  for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
-  cp_async_wait<0>();
-  __syncthreads();
+  const QueryCta& c = q.c;
+  const Window* tab = reinterpret_cast<const Window*>(smem);
+  const uint32_t sdO = q.sq + SmemTile<D>::bytes(64);
 
   RowPartners rp;
   WarpTileTest wt;
@@ -81,9 +55,9 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
   WarpBoxWalk walk(wt, p.ts.klog);
   if (walk.n > 0) {
     float lse2[2], dl[2];
-    query_row_stats(p, c, 16 * warp, lane, head, lse2, dl);
+    query_row_stats(p, c, 16 * warp, lane, q.head, lse2, dl);
     uint32_t qf[D / 16][4], df[D / 16][4];
-    lds_a_all<D>(qf, sQ, 16 * warp, lane);
+    lds_a_all<D>(qf, q.sq, 16 * warp, lane);
     lds_a_all<D>(df, sdO, 16 * warp, lane);
     float dq[ND][4];
 #pragma unroll
@@ -91,7 +65,7 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
     for (int j = 0; j < walk.n; ++j, walk.next()) {
       int tb[3];
       walk.tile(p.ts.klog, tb);
-      const LaneRows rows = lane_rows(bx, tb, p.ts.klog, lane);
+      const LaneRows rows = lane_rows(q.bx, tb, p.ts.klog, lane);
       const bool masked = !wt.inside(tb, p.ts.klog);
       uint64_t m0 = ~0ull, m1 = ~0ull;
       if (masked) {
@@ -108,8 +82,8 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
           s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
           dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
         }
-        gemm_abt_rows<T, D, 32>(s, qf, sK, hr, lane);
-        gemm_abt_rows<T, D, 32>(dp, df, sV, hr, lane);
+        gemm_abt_rows<T, D, 32>(s, qf, q.sk, hr, lane);
+        gemm_abt_rows<T, D, 32>(dp, df, q.sv, hr, lane);
         if (masked) apply_column_masks(s, m0 >> (32 * h), m1 >> (32 * h), lane, -INFINITY);
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
@@ -120,14 +94,15 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
             s[n][e] = pv * (dp[n][e] - dl[rr]);
           }
         }
-        gemm_pv_rows<T, D, 32>(dq, s, sK, hr, lane);
+        gemm_pv_rows<T, D, 32>(dq, s, q.sk, hr, lane);
       }
     }
     const float mul[2] = {p.scale, p.scale};
-    stage_rows<T, D>(dq, mul, sQ, 16 * warp, lane);  // the warp's own Q rows
+    stage_rows<T, D>(dq, mul, q.sq, 16 * warp, lane);  // the warp's own Q rows
   }
   __syncthreads();
-  store_rows<T, 64, D, 128>(static_cast<char*>(p.dq), sQ, q_off, tid, p.nonfinite);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dq), q.sq,
+                            [&](int row) { return q.row_offset(p, row); }, tid, p.nonfinite);
 }
 
 }  // namespace fused

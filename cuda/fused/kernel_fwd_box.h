@@ -39,43 +39,17 @@ __global__ void __launch_bounds__(128, FwdBoxConfig<T, D>::kMinBlocks)
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   constexpr int NT = 8;
   constexpr int ND = D / 8;
-  constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
   extern __shared__ __align__(128) char smem[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
-  QueryCta c;
-  if (!setup_query_cta(p, c)) return;
-  const int head = c.cta.head;
-  const int kvh = head / p.group_size;
-
-  Window* tab = reinterpret_cast<Window*>(smem);
-  const uint32_t sQ = smem_u32(smem) + kTableBytes;
-  const ResidentBox bx = resident_box(c.kb, c.ke);
-  const uint32_t sK = sQ + SmemTile<D>::bytes(64);
-  const uint32_t sV = sK + SmemTile<D>::bytes(bx.rows());
-
-  auto q_off = [&](int row) -> int64_t {
-    const int64_t r = query_row_index(p, c, row, head);
-    return r < 0 ? -1 : r * kRowBytes;
-  };
+  QueryBoxCta<D, 1> q;
+  if (!q.setup(p, smem)) return;
   {
     const char* src[1] = {static_cast<const char*>(p.q)};
-    const uint32_t dst[1] = {sQ};
-    load_rows_async<64, D, 128>(src, dst, q_off, tid);
+    q.load(p, smem, src, tid);
   }
-  {
-    const char* src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
-    const uint32_t dst[2] = {sK, sV};
-    load_box_async<D, 128>(src, dst, bx, [&](const int (&pos)[3]) -> int64_t {
-      const int x[3] = {pos[0] * p.dil[0] + c.cta.grp[0], pos[1] * p.dil[1] + c.cta.grp[1],
-                        pos[2] * p.dil[2] + c.cta.grp[2]};
-      return token_row(p, c.cta.b, x, kvh, p.heads_kv) * kRowBytes;
-    }, tid);
-  }
-  cp_async_commit();
-  for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
-  cp_async_wait<0>();
-  __syncthreads();
+  const QueryCta& c = q.c;
+  const Window* tab = reinterpret_cast<const Window*>(smem);
 
   RowPartners rp;
   WarpTileTest wt;
@@ -83,7 +57,7 @@ __global__ void __launch_bounds__(128, FwdBoxConfig<T, D>::kMinBlocks)
   WarpBoxWalk walk(wt, p.ts.klog);
   if (walk.n > 0) {
     uint32_t qf[D / 16][4];
-    lds_a_all<D>(qf, sQ, 16 * warp, lane);
+    lds_a_all<D>(qf, q.sq, 16 * warp, lane);
     float o[ND][4];
 #pragma unroll
     for (int d = 0; d < ND; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
@@ -92,30 +66,31 @@ __global__ void __launch_bounds__(128, FwdBoxConfig<T, D>::kMinBlocks)
     for (int j = 0; j < walk.n; ++j, walk.next()) {
       int tb[3];
       walk.tile(p.ts.klog, tb);
-      const LaneRows rows = lane_rows(bx, tb, p.ts.klog, lane);
+      const LaneRows rows = lane_rows(q.bx, tb, p.ts.klog, lane);
       float s[NT][4];
 #pragma unroll
       for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-      gemm_abt_rows<T, D, 64>(s, qf, sK, rows, lane);
+      gemm_abt_rows<T, D, 64>(s, qf, q.sk, rows, lane);
       if (!wt.inside(tb, p.ts.klog))
         mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
       sm.step(s, o, p.scale_log2);
-      gemm_pv_rows<T, D, 64>(o, s, sV, rows, lane);
+      gemm_pv_rows<T, D, 64>(o, s, q.sv, rows, lane);
     }
     float inv[2], lse[2];
     sm.finish(inv, lse);
     // The warp's own Q rows (already in registers) take its output.
-    stage_rows<T, D>(o, inv, sQ, 16 * warp, lane);
+    stage_rows<T, D>(o, inv, q.sq, 16 * warp, lane);
     if ((lane & 3) == 0) {
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        const int64_t r = query_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rr, head);
+        const int64_t r = query_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rr, q.head);
         if (r >= 0) p.lse_out[r] = lse[rr];
       }
     }
   }
   __syncthreads();
-  store_rows<T, 64, D, 128>(static_cast<char*>(p.out), sQ, q_off, tid, p.nonfinite);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.out), q.sq,
+                            [&](int row) { return q.row_offset(p, row); }, tid, p.nonfinite);
 }
 
 }  // namespace fused

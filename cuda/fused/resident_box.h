@@ -162,6 +162,52 @@ __device__ __forceinline__ void load_box_async(const char* const (&src)[NT],
     for (int t = 0; t < NT; ++t) cp_async_16(dst[t] + so, src[t] + off, true);
   }
 }
+// The prologue of the query-stationary box kernels: the CTA's tile, its key box, and the shared
+// layout [window table | NQ 64-row tiles (Q; Q and dO) | K box | V box]. load() issues the
+// query rows of the tensors qsrc and the K/V box, fills the window table and waits for all of
+// it. row_offset(row): byte offset of query tile row `row` of the CTA's head, -1 past the group.
+template <int D, int NQ>
+struct QueryBoxCta {
+  QueryCta c;
+  ResidentBox bx;
+  int head, kvh;
+  uint32_t sq;  // the first 64-row tile; tile t at sq + t * SmemTile<D>::bytes(64)
+  uint32_t sk, sv;
+
+  __device__ __forceinline__ bool setup(const KernelParams& p, char* smem) {
+    if (!setup_query_cta(p, c)) return false;
+    head = c.cta.head;
+    kvh = head / p.group_size;
+    bx = resident_box(c.kb, c.ke);
+    sq = smem_u32(smem) + kTableBytes;
+    sk = sq + NQ * SmemTile<D>::bytes(64);
+    sv = sk + SmemTile<D>::bytes(bx.rows());
+    return true;
+  }
+  __device__ __forceinline__ int64_t row_offset(const KernelParams& p, int row) const {
+    const int64_t r = query_row_index(p, c, row, head);
+    return r < 0 ? -1 : r * int64_t(SmemTile<D>::kRowBytes);
+  }
+  __device__ __forceinline__ void load(const KernelParams& p, char* smem,
+                                       const char* const (&qsrc)[NQ], int tid) const {
+    uint32_t qdst[NQ];
+#pragma unroll
+    for (int t = 0; t < NQ; ++t) qdst[t] = sq + t * SmemTile<D>::bytes(64);
+    load_rows_async<64, D, 128>(qsrc, qdst, [&](int row) { return row_offset(p, row); }, tid);
+    const char* kv[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
+    const uint32_t kvdst[2] = {sk, sv};
+    load_box_async<D, 128>(kv, kvdst, bx, [&](const int (&pos)[3]) -> int64_t {
+      const int x[3] = {pos[0] * p.dil[0] + c.cta.grp[0], pos[1] * p.dil[1] + c.cta.grp[1],
+                        pos[2] * p.dil[2] + c.cta.grp[2]};
+      return token_row(p, c.cta.b, x, kvh, p.heads_kv) * int64_t(SmemTile<D>::kRowBytes);
+    }, tid);
+    cp_async_commit();
+    Window* tab = reinterpret_cast<Window*>(smem);
+    for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
+    cp_async_wait<0>();
+    __syncthreads();
+  }
+};
 #endif
 
 // Shared-memory bytes of a resident-box kernel: `fixed` bytes, plus per box row `per_row`.
