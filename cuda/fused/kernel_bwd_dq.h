@@ -15,6 +15,7 @@
 #include "params.h"
 #include "query_tile.h"
 #include "smem_tile.h"
+#include "softmax.h"
 #include "warp_gemm.h"
 
 namespace jax_na {
@@ -112,15 +113,7 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
                              16 * warp, lane);
       if (!wt.inside(tb, p.ts.klog))
         mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int rr = e >> 1;
-          const float pv = ex2(fmaf(s[n][e], p.scale_log2, -lse2[rr]));
-          s[n][e] = pv * (dp[n][e] - dl[rr]);
-        }
-      }
+      softmax_bwd_rows(s, dp, p.scale_log2, lse2, dl);
       gemm_pv<T, D, 64>(dq, s, sK + st * Cfg::kTile, lane);
     }
     __syncthreads();

@@ -17,6 +17,7 @@
 #include "query_tile.h"
 #include "resident_box.h"
 #include "smem_tile.h"
+#include "softmax.h"
 #include "warp_gemm.h"
 
 namespace jax_na {
@@ -85,15 +86,7 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
         gemm_abt_rows<T, D, 32>(s, qf, q.sk, hr, lane);
         gemm_abt_rows<T, D, 32>(dp, df, q.sv, hr, lane);
         if (masked) apply_column_masks(s, m0 >> (32 * h), m1 >> (32 * h), lane, -INFINITY);
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int rr = e >> 1;
-            const float pv = ex2(fmaf(s[n][e], p.scale_log2, -lse2[rr]));
-            s[n][e] = pv * (dp[n][e] - dl[rr]);
-          }
-        }
+        softmax_bwd_rows(s, dp, p.scale_log2, lse2, dl);
         gemm_pv_rows<T, D, 32>(dq, s, q.sk, hr, lane);
       }
     }

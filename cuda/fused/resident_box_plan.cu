@@ -72,11 +72,12 @@ bool plan_resident_box(KernelParams& p, const BoxSmem& sm, int& box_rows) {
     wl[i] = st[i] < left ? st[i] : left;
     left -= wl[i];
   }
-  int uw[3];
+  int uw[3], uc[3];  // largest union of a warp's / a CTA's windows, per dim
   int64_t rows = 1;
   for (int i = 0; i < 3; ++i) {
     uw[i] = max_union(p, i, 1 << wl[i]);
-    rows *= max_union(p, i, 1 << st[i]);
+    uc[i] = max_union(p, i, 1 << st[i]);
+    rows *= uc[i];
   }
   if (rows > sm.max_rows()) return false;
 
@@ -101,10 +102,7 @@ bool plan_resident_box(KernelParams& p, const BoxSmem& sm, int& box_rows) {
   // tile either way, box 24% slower; 1-D k63, 2 either way, 38% slower; V1, 4 against 2, 11%
   // faster; NOTES.md).
   int64_t tiled_n = 1;
-  for (int i = 0; i < 3; ++i) {
-    const int uc = max_union(p, i, 1 << st[i]);
-    tiled_n *= (uc + (1 << ts.klog[i]) - 1) >> ts.klog[i];
-  }
+  for (int i = 0; i < 3; ++i) tiled_n *= (uc[i] + (1 << ts.klog[i]) - 1) >> ts.klog[i];
   if (2 * best_n > tiled_n) return false;
 
   p.ts = ts;

@@ -105,5 +105,23 @@ struct OnlineSoftmax {
   }
 };
 
+// Backward through the softmax for a warp's 16 query rows (dQ kernels): S (raw scores, masked
+// entries -inf) -> dS = P (dP - delta), with P = exp(S * scale - lse). lse2: each of the thread's
+// two rows' lse * log2(e); dl: their delta.
+template <int NT>
+__device__ __forceinline__ void softmax_bwd_rows(float (&s)[NT][4], const float (&dp)[NT][4],
+                                                 float scale_log2, const float (&lse2)[2],
+                                                 const float (&dl)[2]) {
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int rr = e >> 1;
+      const float pv = ex2(fmaf(s[n][e], scale_log2, -lse2[rr]));
+      s[n][e] = pv * (dp[n][e] - dl[rr]);
+    }
+  }
+}
+
 }  // namespace fused
 }  // namespace jax_na

@@ -26,6 +26,7 @@
 #include "../fused/params.h"
 #include "../fused/query_tile.h"
 #include "../fused/smem_tile.h"
+#include "../fused/softmax.h"
 #include "bwd_loads.h"
 #include "smem_layout.h"
 #include "tma.h"
@@ -148,15 +149,7 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
     fence_acc(dp);
     if (!wt.inside(tb, p.ts.klog))
       mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int rr = e >> 1;
-        const float pv = ex2(fmaf(s[n][e], p.scale_log2, -lse2[rr]));
-        s[n][e] = pv * (dp[n][e] - dl[rr]);
-      }
-    }
+    fused::softmax_bwd_rows(s, dp, p.scale_log2, lse2, dl);
     uint32_t ds[NT / 2][4];
     pack_a<T, NT / 2>(s, ds);
     wgmma_fence();

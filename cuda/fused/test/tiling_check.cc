@@ -53,6 +53,15 @@ bool neighbour(const Geo& g, int qt, int kt) {
   return true;
 }
 
+// CTA (batch 0, head 0) of dilation group gi and row-major tile t.
+CtaCoord cta_at(const KernelParams& p, int gi, int64_t t) {
+  CtaCoord cta{};
+  cta.grp[2] = gi % p.dil[2], cta.grp[1] = (gi / p.dil[2]) % p.dil[1], cta.grp[0] = gi / (p.dil[2] * p.dil[1]);
+  cta.tile[2] = int(t % p.ntiles[2]), cta.tile[1] = int((t / p.ntiles[2]) % p.ntiles[1]),
+  cta.tile[0] = int(t / (int64_t(p.ntiles[2]) * p.ntiles[1]));
+  return cta;
+}
+
 // Columns of `lane` that the kernel computes for row half rr, given the tile test and masks.
 template <int NT>
 void lane_columns(const RowPartners& rp, const int (&tb)[3], const int (&lg)[3], uint64_t r12,
@@ -77,11 +86,7 @@ int check_query_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, in
   std::vector<std::pair<int, int>> cols;
   for (int gi = 0; gi < p.groups; ++gi)
     for (int64_t t = 0; t < p.tiles; ++t) {
-      CtaCoord cta{};
-      cta.b = 0, cta.head = 0;
-      cta.grp[2] = gi % p.dil[2], cta.grp[1] = (gi / p.dil[2]) % p.dil[1], cta.grp[0] = gi / (p.dil[2] * p.dil[1]);
-      cta.tile[2] = int(t % p.ntiles[2]), cta.tile[1] = int((t / p.ntiles[2]) % p.ntiles[1]),
-      cta.tile[0] = int(t / (int64_t(p.ntiles[2]) * p.ntiles[1]));
+      const CtaCoord cta = cta_at(p, gi, t);
       QueryCta c;
       if (!setup_query_cta(p, cta, c)) continue;
       Window tab[kMaxTableEntries];
@@ -164,10 +169,7 @@ int check_key_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, int 
   std::vector<std::pair<int, int>> cols;
   for (int gi = 0; gi < p.groups; ++gi)
     for (int64_t t = 0; t < p.tiles; ++t) {
-      CtaCoord cta{};
-      cta.grp[2] = gi % p.dil[2], cta.grp[1] = (gi / p.dil[2]) % p.dil[1], cta.grp[0] = gi / (p.dil[2] * p.dil[1]);
-      cta.tile[2] = int(t % p.ntiles[2]), cta.tile[1] = int((t / p.ntiles[2]) % p.ntiles[1]),
-      cta.tile[0] = int(t / (int64_t(p.ntiles[2]) * p.ntiles[1]));
+      const CtaCoord cta = cta_at(p, gi, t);
       KeyCta c;
       if (!setup_key_cta(p, cta, c)) continue;
       Window tab[kMaxTableEntries];
@@ -244,10 +246,7 @@ bool check_box(const Geo& g, std::vector<int>& cnt, int& errors) {
   std::vector<std::pair<int, int>> cols;
   for (int gi = 0; gi < p.groups; ++gi)
     for (int64_t t = 0; t < p.tiles; ++t) {
-      CtaCoord cta{};
-      cta.grp[2] = gi % p.dil[2], cta.grp[1] = (gi / p.dil[2]) % p.dil[1], cta.grp[0] = gi / (p.dil[2] * p.dil[1]);
-      cta.tile[2] = int(t % p.ntiles[2]), cta.tile[1] = int((t / p.ntiles[2]) % p.ntiles[1]),
-      cta.tile[0] = int(t / (int64_t(p.ntiles[2]) * p.ntiles[1]));
+      const CtaCoord cta = cta_at(p, gi, t);
       QueryCta c;
       if (!setup_query_cta(p, cta, c)) continue;
       Window tab[kMaxTableEntries];
