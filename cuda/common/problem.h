@@ -35,9 +35,9 @@ struct Problem {
 
 // Pointers of one forward call. nonfinite: a device word the tiled CUDA kernels set to nonzero
 // when they store a 16-byte chunk holding a NaN or an Inf (cuda/repair/ then recomputes such
-// chunks exactly); the caller zeroes it first. tile_counter: two device words, zero before the
-// call, that a persistent kernel hands its tiles out with (it leaves them zero); the Hopper
-// forward needs them. Both null on the CPU.
+// chunks exactly); zeroed first (by the FFI handler, or by a family that arms what it uses).
+// tile_counter: two device words that the Hopper forward's persistent kernel hands its tiles
+// out with (the family zeroes them before a launch that uses them). Both null on the CPU.
 struct FwdArgs {
   const void* q;
   const void* k;

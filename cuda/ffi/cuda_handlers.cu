@@ -12,8 +12,9 @@
 // buffer that Python's lowering adds and drops (jax_na/primitives.py). The tiled families use
 // its first word to repair what tiles do to NaN/Inf operands (cuda/repair/repair.h): arm, run,
 // repair; the other two are the forward's tile counter (FwdArgs::tile_counter: the Hopper
-// forward's persistent CTAs), zeroed by the same arm. The pairwise naive family is exact as it
-// is and leaves the buffer unused; the Hopper forward repairs its own results (no repair launch).
+// forward's persistent CTAs). The pairwise naive family is exact as it is and leaves the buffer
+// unused; the Hopper forward repairs its own results and zeroes only what it uses (a 1-D
+// forward uses none of it: no memset comes between it and the kernel before it).
 //
 // Traits: the handlers are command-buffer (CUDA graph) compatible: they only launch kernels and
 // memsets on XLA's stream, never synchronise or query it, and allocate nothing (every family's
@@ -122,16 +123,18 @@ ffi::Error check_flag(const char* target, Flag& flag) {
       " uint32 (the non-finite flag, the tile counter)");
 }
 
-// Arm the flag, run the family, repair (families that compute each pair alone skip both; a run
-// that leaves its results exact itself, `exact`, skips the repair launch).
+// Arm the flag, run the family, repair (families that compute each pair alone skip all three;
+// a run that leaves its results exact itself, `exact`, arms what it uses itself and needs no
+// repair launch).
 template <class F, class Args, class Run, class Fix>
 cudaError_t run_repaired(const Problem& p, Args& a, unsigned* flag, cudaStream_t stream,
                          bool exact, const Run& run, const Fix& fix) {
   if (F::kPairwise) return run(p, a, stream);
   a.nonfinite = flag;
+  if (exact) return run(p, a, stream);
   if (cudaError_t e = repair::arm(flag, stream); e != cudaSuccess) return e;
   if (cudaError_t e = run(p, a, stream); e != cudaSuccess) return e;
-  return exact ? cudaSuccess : fix(p, a, stream);
+  return fix(p, a, stream);
 }
 
 template <class Fn>
@@ -222,7 +225,8 @@ using TraitList = std::initializer_list<ffi::Traits>;
 // Adapts a family namespace to a type the templates above take, and defines its two handlers;
 // bwd_cmd_buffer: whether the bwd handler is declared command-buffer compatible (see the top);
 // pairwise: the family computes each (query, key) pair alone, so needs no non-finite repair;
-// exact_fwd: the family's fwd repairs what its tiles did itself (no repair launch after it).
+// exact_fwd: the family's fwd repairs what its tiles did itself and zeroes the flag words it uses
+// (no arm before it, no repair launch after it).
 #define JAX_NA_CUDA_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, false, false)
 #define JAX_NA_CUDA_PAIRWISE_FAMILY(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, true, false)
 #define JAX_NA_CUDA_FAMILY_EXACT_FWD(ns) JAX_NA_CUDA_FAMILY_IMPL(ns, true, false, true)

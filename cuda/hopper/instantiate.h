@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "../common/pdl.cuh"
 #include "../common/problem.h"
 #include "../fused/launch.h"
 #include "../fused/params.h"
@@ -39,19 +40,24 @@ inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols, int sms) {
   return p.batch * p.heads * p.groups * p.tiles;
 }
 
+inline bool one_dim(const fused::KernelParams& p) { return p.L[0] == 1 && p.L[1] == 1; }
+
 // Launch a persistent kernel: one CTA per SM (or per tile, if fewer), which take the tiles from
-// p.tile_counter; its last argument is the number of tiles, below 2^31.
+// p.tile_counter (zeroed here first), or round robin (p.tile_counter null); its last argument
+// is the number of tiles, below 2^31. A programmatic dependent launch (the kernel waits for the
+// one before it before touching global memory).
 template <typename Kernel>
 cudaError_t launch_persistent(Kernel kernel, const fused::KernelParams& p, int64_t ctas,
                               int sms, int threads, int smem, cudaStream_t stream,
                               const TmaMaps& maps, const Problem& pr) {
   if (ctas <= 0) return cudaSuccess;
-  const cudaError_t e =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (e == cudaSuccess && p.tile_counter)
+    e = cudaMemsetAsync(p.tile_counter, 0, 2 * sizeof(unsigned), stream);
   if (e != cudaSuccess) return e;
   const int64_t grid = sms < ctas ? sms : ctas;
-  kernel<<<dim3(unsigned(grid)), dim3(threads), smem, stream>>>(p, maps, uint32_t(ctas), pr);
-  return cudaGetLastError();
+  return launch_maybe_dependent(kernel, dim3(unsigned(grid)), dim3(threads), size_t(smem), stream,
+                                true, p, maps, uint32_t(ctas), pr);
 }
 
 // Whether the warp-specialised kernel takes 128-key tiles (else 64): for 1-D problems (h5); for
@@ -61,7 +67,7 @@ cudaError_t launch_persistent(Kernel kernel, const fused::KernelParams& p, int64
 // Not otherwise: masked tiles dominate small windows (2-D k7/k13 +8..18%, K31 +3%), and a 3-D
 // wide tile that no query sees whole is masked everywhere (A3 +4.5%). NOTES.md h8.
 inline bool wide_kv_tiles(const fused::KernelParams& p) {
-  if (p.L[0] == 1 && p.L[1] == 1) return true;
+  if (one_dim(p)) return true;
   constexpr double kTileKeys = 18.0;  // a tile's fixed work, in keys (fit over K31, A2, A2s, A3s)
   const fused::TileShape narrow = fused::choose_query_stationary(p, 6, 6);
   const fused::TileShape wide = fused::choose_query_stationary(p, 6, 7);
@@ -87,14 +93,27 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream
   constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
   TmaMaps maps{};
   if (!make_kv_maps(p, D, bf16, maps) || !make_q_map(p, half, D, bf16, maps)) return false;
-  err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN>, p, ctas, sms, Ws::kThreads,
+  // Non-causal 1-D query tiles (which take 128-key tiles: wide_kv_tiles) all cost the same, so
+  // the CTAs take them round robin: no tile counter, hence no memset between this launch and the
+  // kernel before it (h10, NOTES.md: A1s -3%). Multi-dimensional or causal tiles differ in cost
+  // and go to whichever CTA frees first (h6; causal 1-D round robin: A1c +4%).
+  if constexpr (BN == 128) {
+    if (one_dim(p) && !pr.any_causal()) {
+      p.tile_counter = nullptr;
+      err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN, true>, p, ctas, sms, Ws::kThreads,
+                              Ws::kSmem, stream, maps, pr);
+      return true;
+    }
+  }
+  err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN, false>, p, ctas, sms, Ws::kThreads,
                           Ws::kSmem, stream, maps, pr);
   return true;
 }
 
 // The warp-specialised TMA kernel where its tiles are TMA boxes (128-key tiles where
 // wide_kv_tiles says they pay: half the per-tile overhead; it repairs non-finite chunks
-// itself), else the single-warpgroup cp.async kernel and the repair launch.
+// itself), else the single-warpgroup cp.async kernel between the flag's arm and the repair
+// launch (the handler arms nothing for this family: cuda_handlers.cu).
 template <typename T, int D>
 cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelParams p, int sms,
                             cudaStream_t stream) {
@@ -103,6 +122,7 @@ cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelPa
   if (try_launch_ws<T, D, 64>(pr, p, sms, stream, err)) return err;
   using Cfg = FwdConfig<T, D>;
   const int64_t ctas = plan_tiles(p, Cfg::kLogRows, Cfg::kLogCols);
+  if ((err = repair::arm(a.nonfinite, stream)) != cudaSuccess) return err;
   err = fused::launch_ctas(hopper_fwd_kernel<T, D>, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
   return err != cudaSuccess ? err : repair::fwd(pr, a, stream);
 }

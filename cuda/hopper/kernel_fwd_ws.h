@@ -3,7 +3,9 @@
 //
 // CTA: 2 consumer warpgroups + 1 producer warpgroup (384 threads; setmaxnreg moves registers
 // to the consumers), one per SM; it computes query tile blockIdx.x, then the tiles it takes from
-// a counter (ids in p.tile_order: fused::order_tiles_for_l2). A query tile has 128 positions
+// a counter, or round robin where the tiles cost the same (ids in p.tile_order:
+// fused::order_tiles_for_l2). It is a programmatic dependent launch: its prologue runs under
+// the tail of the kernel before it. A query tile has 128 positions
 // (shape 2^qlog per dim) of one (batch, head, dilation group); consumer warpgroup g owns rows
 // [64 g, 64 g + 64), an aligned sub-box of the tile. Two producer threads walk the key/value
 // tiles (BN = 64 or 128 keys, shape 2^klog) covering the box of each query tile's windows and
@@ -24,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/pdl.cuh"
 #include "../common/problem.h"
 #include "../fused/arch.h"
 #include "../fused/params.h"
@@ -144,7 +147,10 @@ struct SplitWalk {
   }
 };
 
-template <typename T, int D, int BN>
+// kRoundRobin: CTA b takes tiles b, b + grid, ... (tiles of equal cost), else from the counter.
+// A template flag, not a branch on p.tile_counter: with both paths the 48-register producer
+// spilled 96 bytes.
+template <typename T, int D, int BN, bool kRoundRobin>
 __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     hopper_fwd_ws_kernel(const KernelParams p, const __grid_constant__ TmaMaps maps,
                          const uint32_t ctas, const __grid_constant__ Problem pr) {
@@ -187,16 +193,23 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   // whichever CTA frees first. It publishes the i-th tile in slot i % 2 (full barrier full_id)
   // and loads its Q once the consumers have stored tile i - 2 from that buffer (empty_q).
   TileSlot* slots = reinterpret_cast<TileSlot*>(sm.ptr + Cfg::kSlots);
+  auto next_id = [&](uint32_t id) {
+    return kRoundRobin ? id + gridDim.x : gridDim.x + atomicAdd(p.tile_counter, 1u);
+  };
   auto take_tile = [&](uint32_t id, QueryCta& cq) {  // the first tile with work from id on
     while (id < ctas && !setup_query_cta(p, decode_cta<uint32_t, true>(p, p.heads, id), cq))
-      id = gridDim.x + atomicAdd(p.tile_counter, 1u);
+      id = next_id(id);
     return id;
   };
   auto publish = [&](int i, uint32_t id) {
     slots[i & 1].id = id;
     mbar_arrive(full_id + 8 * (i & 1));
-    if (id >= ctas) {  // this CTA takes no more tiles; the last one done leaves the counter zero
+    // This CTA takes no more tiles; the last one done leaves the counter zero. (Round robin
+    // keeps the fence too: without it ptxas hoists the tile decode's invariants out of the
+    // producer's loop and spills them, 112 bytes at 48 registers.)
+    if (id >= ctas) {
       __threadfence();
+      if (kRoundRobin) return;
       if (atomicAdd(p.tile_counter + 1, 1u) == gridDim.x - 1) {
         p.tile_counter[0] = 0;
         p.tile_counter[1] = 0;
@@ -218,6 +231,10 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   }
   // The last CTA-wide barrier: the producer warpgroup leaves after its loop.
   __syncthreads();
+  // Launched dependent on the kernel before (instantiate.h): what follows reads or writes
+  // global memory only after that kernel is done. Kernels after this one may launch now.
+  launch_dependents();
+  wait_for_primary();
 
   if (warp >= 2 * 4) {  // ---- producer warpgroup: two threads, in different warps
     setmaxnreg_dec<Cfg::kProducerRegs>();
@@ -235,7 +252,8 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
       for (int i = 0;; ++i) {
         if (k_stream) {  // the K thread also schedules: the next tile, and its Q
           if (i >= 2) mbar_wait(empty_q + 8 * (i & 1), ((i >> 1) & 1) ^ 1u);
-          if (i > 0) id = gridDim.x + atomicAdd(p.tile_counter, 1u);
+          // The last id from shared memory: a register held across the loads spilled (ptxas).
+          if (i > 0) id = next_id(slots[(i - 1) & 1].id);
           id = take_tile(id, slots[i & 1].c);  // built in shared memory
           if (id < ctas) load_q(slots[i & 1].c, i);
           publish(i, id);

@@ -55,14 +55,17 @@ namespace {
 
 bool g_handler = false;  // --handler: each call as the FFI handler makes it (arm, run, repair)
 
-// The fused forward, with the repair launch the handler adds under --handler.
+// The fused forward, with the arm and the repair launch the handler adds under --handler.
 cudaError_t fused_fwd(const Problem& p, const FwdArgs& a, cudaStream_t s) {
+  if (g_handler)
+    if (cudaError_t e = repair::arm(a.nonfinite, s); e != cudaSuccess) return e;
   const cudaError_t e = fused::fwd(p, a, s);
   return e != cudaSuccess || !g_handler ? e : repair::fwd(p, a, s);
 }
 
 // --hopper: the Hopper kernels where they run (f16/bf16, head_dim 64/128), else the fused ones,
-// as jax_na routes backend="cuda-hopper". The Hopper forward repairs its results itself.
+// as jax_na routes backend="cuda-hopper". The Hopper forward arms what it uses and repairs its
+// results itself.
 cudaError_t hopper_or_fused_fwd(const Problem& p, const FwdArgs& a, cudaStream_t s) {
   const cudaError_t e = hopper::fwd(p, a, s);
   return e == cudaErrorNotSupported ? fused_fwd(p, a, s) : e;
@@ -498,9 +501,7 @@ void evict_l2() {
 // One forward (backward) call as timed: the kernels alone, or with the handler's arm and repair
 // launches around them (cuda/ffi/cuda_handlers.cu run_repaired).
 cudaError_t timed_fwd(const Problem& p, const FwdArgs& a) {
-  if (g_handler)
-    if (cudaError_t e = repair::arm(a.nonfinite, g_stream); e != cudaSuccess) return e;
-  return g_fwd(p, a, g_stream);  // the repair launch, where needed, is g_fwd's (fused_fwd)
+  return g_fwd(p, a, g_stream);  // arm and repair, where the handler adds them, are fused_fwd's
 }
 
 cudaError_t timed_bwd(const Problem& p, const BwdArgs& a) {
