@@ -163,6 +163,13 @@ FUSED_HD uint64_t repeat_every(int period) {
   return period >= 64 ? 1ull : (~0ull / low_bits(period));
 }
 
+// column_mask of a 1-D problem's tile (dims 0 and 1 of extent 1, inside every window): the
+// row's partners [lo, hi) of dim 2 against the tile [tb, tb + 2^lg) of dim 2.
+FUSED_HD uint64_t interval_mask(int lo, int hi, int tb, int lg) {
+  const int e = 1 << lg;
+  return range_bits(na_min(na_max(lo - tb, 0), e), na_min(na_max(hi - tb, 0), e));
+}
+
 // Row partners [lo_i, hi_i) in absolute positions; tile starts at tb with log extents lg.
 FUSED_HD uint64_t column_mask(const int (&lo)[3], const int (&hi)[3], const int (&tb)[3],
                               const int (&lg)[3], uint64_t rep12, uint64_t rep2) {

@@ -59,15 +59,26 @@ struct OnlineSoftmax {
   // The scores half of step: s -> probabilities, running max and sum updated; alpha[rr] is the
   // factor the output rows must be rescaled by (kernels that overlap the previous tile's P V
   // with this apply it once that MMA has finished).
+  // Lazy max (FlashAttention-4's conditional rescale): the warp keeps its rows' maxima unless
+  // one grew by more than kLazyMax, so after the first tiles alpha is 1 and rescale() is skipped.
+  // The probabilities are then relative to a max at most 2^kLazyMax below the true one (P <=
+  // 256) and finish() divides by sums taken against the same max: exact, lse unchanged.
+  static constexpr float kLazyMax = 8.f;  // log2 units
   __device__ __forceinline__ void scores(float (&s)[NT][4], float scale_log2, float (&alpha)[2]) {
+    float mx[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      float mx = tree_max<NT>(s, rr);
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[rr], mx * scale_log2);
+      mx[rr] = tree_max<NT>(s, rr);
+      mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+      mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2)) * scale_log2;
+    }
+    // A row with nothing seen yet (m = -inf) grows on its first finite score.
+    const bool update = __any_sync(0xffffffffu, mx[0] > m[0] + kLazyMax || mx[1] > m[1] + kLazyMax);
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const float m_new = update ? fmaxf(m[rr], mx[rr]) : m[rr];
       const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing seen yet
-      alpha[rr] = ex2(m[rr] - m_use);
+      alpha[rr] = update ? ex2(m[rr] - m_use) : 1.f;
       m[rr] = m_new;
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
@@ -78,7 +89,7 @@ struct OnlineSoftmax {
     }
   }
 
-  // Once the running maxima settle, most tiles leave them unchanged: skip the rescale then.
+  // Once the running maxima settle (lazily: scores()), tiles leave them unchanged: no rescale.
   __device__ __forceinline__ void rescale(float (&o)[NO][4], const float (&alpha)[2]) {
     if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll

@@ -86,8 +86,14 @@ struct Consumer {
     const int d = fused::outer_dim(p.ts.klog);
 #pragma unroll
     for (int i = 0; i < 3; ++i) th[i] = tb[i] + (NT0 > 0 && i == d ? 1 << lg[i] : 0);
-    const uint64_t m0 = fused::column_mask(rp.lo[0], rp.hi[0], th, lg, p.rep_kh12, p.rep_kh2);
-    const uint64_t m1 = fused::column_mask(rp.lo[1], rp.hi[1], th, lg, p.rep_kh12, p.rep_kh2);
+    uint64_t m0, m1;
+    if (p.L[0] == 1 && p.L[1] == 1) {  // 1-D: one interval per row (a sixth of the work)
+      m0 = fused::interval_mask(rp.lo[0][2], rp.hi[0][2], th[2], lg[2]);
+      m1 = fused::interval_mask(rp.lo[1][2], rp.hi[1][2], th[2], lg[2]);
+    } else {
+      m0 = fused::column_mask(rp.lo[0], rp.hi[0], th, lg, p.rep_kh12, p.rep_kh2);
+      m1 = fused::column_mask(rp.lo[1], rp.hi[1], th, lg, p.rep_kh12, p.rep_kh2);
+    }
     fused::apply_column_masks<NT0>(s, m0, m1, lane, -INFINITY);
   }
 
