@@ -117,7 +117,7 @@ _rel_err = jax.jit(lambda a, b: jnp.sqrt(jnp.sum(jnp.square(a.astype(jnp.float32
                                          / jnp.sum(jnp.square(b.astype(jnp.float32)))))
 
 
-def _args_for(mode: str, f, sets):
+def args_for(mode: str, f, sets):
     """(function to compile, its argument sets) for one mode."""
     if mode == "fwd":
         return f, [s[:3] for s in sets]
@@ -236,7 +236,7 @@ def run(problems, peers: list[Peer], modes, limits: Limits, on_row=None) -> list
             r.t_start = time.perf_counter()
             try:
                 f = peer.make(p)
-                fn, arg_sets = _args_for(r.mode, f, sets)
+                fn, arg_sets = args_for(r.mode, f, sets)
                 compiled, r.compile_s = timing.compile_fn(fn, arg_sets[0])
                 r.timing = timing.time_compiled(compiled, arg_sets, budget_s=budget,
                                                 target_block_s=target_block)

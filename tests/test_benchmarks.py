@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import gpu_monitor, problems, profiler, run, timing
+from benchmarks import gpu_monitor, problems, profiler, run, timing, trace
 
 
 def test_flops_and_bytes_follow_benchmarks_md():
@@ -152,3 +152,20 @@ def test_limits_skip_rows_with_reasons(tmp_path, capsys, flags, reason):
     assert rows and all(r["status"] == "skipped" for r in rows)
     assert all(reason in r["reason"] for r in rows if r["applicable"])
     assert reason in capsys.readouterr().out
+
+
+def test_trace_summarises_kernels_and_gaps(capsys):
+    # two steps of: kernel a (10 us), 5 us idle, kernel b (20 us) overlapping a memset (2 us)
+    ev = []
+    for t0 in (0, 100_000):
+        ev += [(t0, 10_000, "a"), (t0 + 15_000, 20_000, "b"), (t0 + 16_000, 2_000, "memset")]
+    s = trace.summarise(ev, 2)
+    assert [(n, round(us, 3), c) for n, us, c in s["kernels"]] == [("b", 20.0, 1), ("a", 10.0, 1), ("memset", 2.0, 1)]
+    assert s["gaps_us"] == (5 + 65 + 5) / 2  # within steps, and from step 1's end to step 2's start
+    assert s["span_us"] == 135 / 2
+    assert trace.summarise([], 3) == {"span_us": 0.0, "kernels": [], "gaps_us": 0.0}
+    # on this machine (CPU) the trace has no device plane: the script says so instead of failing
+    assert trace.main(["--suite", "quick", "--problems", problems.QUICK[0].name, "--peer", "reference",
+                       "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert ("no device events" in out) == (jax.devices()[0].platform == "cpu")

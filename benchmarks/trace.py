@@ -1,0 +1,94 @@
+"""Device timeline of one jitted step through JAX: which kernels run, how long each takes per
+step, and how long the device sits idle between them (a jax.profiler trace of a few steps, read
+back with jax.profiler.ProfileData). What `run.py`'s per-call times do not show: XLA's own
+fusions beside ours (the backward's delta reduction), memsets, repair launches, launch gaps.
+
+`python benchmarks/trace.py --problems V1 --peer jax_na:cuda-fused --mode fwd+bwd`
+GPU only: on CPU the trace holds no device plane, and the script says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import sys
+import tempfile
+
+if __package__ in (None, ""):  # `python benchmarks/trace.py`: make the repo importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+
+from benchmarks import peers as peers_mod, problems as problems_mod, runner  # noqa: E402
+
+
+def device_events(xplane_path: str) -> list[tuple[int, int, str]]:
+    """(start ns, duration ns, name) of every event on the device planes' stream lines."""
+    data = jax.profiler.ProfileData.from_file(xplane_path)
+    return sorted((ev.start_ns, ev.duration_ns, ev.name) for plane in data.planes
+                  if plane.name.startswith("/device:") for line in plane.lines
+                  if "stream" in line.name.lower() for ev in line.events)
+
+
+def summarise(events, steps: int) -> dict:
+    """Per step: the span from the first event's start to the last one's end, each event name's
+    total time and count, and the time no event covers (gaps), in microseconds."""
+    per = collections.defaultdict(lambda: [0.0, 0])
+    gaps, end = 0.0, None
+    for start, dur, name in sorted(events):
+        per[name][0] += dur / 1e3 / steps
+        per[name][1] += 1
+        if end is not None and start > end:
+            gaps += (start - end) / 1e3
+        end = start + dur if end is None else max(end, start + dur)
+    span = (end - min(e[0] for e in events)) / 1e3 / steps if events else 0.0
+    kernels = sorted(((n, t, c / steps) for n, (t, c) in per.items()), key=lambda x: -x[1])
+    return {"span_us": span, "kernels": kernels, "gaps_us": gaps / steps}
+
+
+def trace_step(fn, args, steps: int) -> list[tuple[int, int, str]]:
+    """Compile fn, run it twice, then trace `steps` calls; their device events."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    for _ in range(2):
+        jax.block_until_ready(compiled(*args))
+    with tempfile.TemporaryDirectory() as d:
+        jax.profiler.start_trace(d)
+        out = None
+        for _ in range(steps):
+            out = compiled(*args)
+        jax.block_until_ready(out)
+        jax.profiler.stop_trace()
+        paths = glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)
+        return device_events(paths[0]) if paths else []
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="benchmarks/trace.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", choices=sorted(problems_mod.SUITES), default="anchors")
+    ap.add_argument("--problems", required=True, help="comma list of problem names of the suite")
+    ap.add_argument("--peer", default="jax_na:auto", help="one peer of run.py's (e.g. jax_na:cuda-hopper)")
+    ap.add_argument("--mode", default="fwd", choices=("fwd", "fwd+bwd"))
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    peer = [p for p in peers_mod.all_peers() if p.name == a.peer]
+    if not peer:
+        ap.error(f"--peer {a.peer!r} is not one of {[p.name for p in peers_mod.all_peers()]}")
+    for p in problems_mod.select(problems_mod.SUITES[a.suite], a.problems):
+        fn, arg_sets = runner.args_for(a.mode, peer[0].make(p), runner.make_inputs(p, 1, a.seed))
+        s = summarise(trace_step(fn, arg_sets[0], a.steps), a.steps)
+        if not s["kernels"]:
+            print(f"{p.name} {a.mode}: no device events (no GPU, or the profiler saw none)")
+            continue
+        print(f"{p.name} {a.mode} {a.peer}: {s['span_us']:.1f} us per step")
+        for name, us, n in s["kernels"]:
+            print(f"  {us:9.1f} us  x{n:<4g} {name[:100]}")
+        print(f"  {s['gaps_us']:9.1f} us  gaps between events")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
