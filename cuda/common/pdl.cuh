@@ -3,8 +3,9 @@
 // before it has called launch_dependents(), and waits in wait_for_primary() until that kernel
 // has finished and its writes are visible. The tiled kernels allow it at their start, so the
 // non-finite repair launch (cuda/repair/) is ready when they end instead of launching then.
-// launch_maybe_dependent is the one host-side launch with that attribute (the repair, and the
-// Hopper dQ kernel after dK/dV).
+// launch_maybe_dependent is the one host-side launch with that attribute (the repair, the
+// Hopper dQ kernel after dK/dV, and the Hopper forward, which waits before touching global
+// memory and lets its own dependents launch at its start).
 #pragma once
 
 #include <cuda_runtime.h>
