@@ -54,6 +54,9 @@ CASES = {
     # More query tiles than an H100 has SMs: cuda-hopper's persistent CTAs take several each.
     "1d-many-tiles-d128": (C((4000,), 65, stride=2, is_causal=True, heads=4, head_dim=128, batch=2),
                            (BF16,)),
+    # Non-causal 1-D: the persistent CTAs take their tiles round robin (192 tiles, no counter).
+    "1d-many-tiles-round-robin": (C((3000,), 97, dilation=2, heads=4, heads_kv=2, head_dim=64, batch=2),
+                                  (F16, BF16)),
     "2d-basic": (C((13, 17), (5, 7), head_dim=32), ALL),
     "2d-dilation-stride": (C((19, 22), (3, 5), stride=(2, 3), dilation=(3, 2), head_dim=64), ALL),
     "2d-causal-mixed": (C((15, 18), (4, 5), stride=(1, 2), is_causal=(True, False), head_dim=32), ALL),
