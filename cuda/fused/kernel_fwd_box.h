@@ -26,12 +26,7 @@ namespace jax_na {
 namespace fused {
 
 template <typename T, int D>
-struct FwdBoxConfig {
-  static_assert(D == 32 || D == 64, "resident-box kernels: head_dim 32 or 64");
-  static constexpr int kThreads = 128;
-  static constexpr int kMinBlocks = D >= 64 ? 2 : 3;
-  static constexpr BoxSmem kSmem = query_box_smem<D>(1);
-};
+using FwdBoxConfig = QueryBoxConfig<D, 1>;  // Q
 
 template <typename T, int D>
 __global__ void __launch_bounds__(128, FwdBoxConfig<T, D>::kMinBlocks)

@@ -227,6 +227,15 @@ constexpr BoxSmem query_box_smem(int tiles) {
                  kBoxSmemBytes};
 }
 
+// Launch configuration of a query-stationary box kernel with kTiles 64-row tiles.
+template <int D, int kTiles>
+struct QueryBoxConfig {
+  static_assert(D == 32 || D == 64, "resident-box kernels: head_dim 32 or 64");
+  static constexpr int kThreads = 128;
+  static constexpr int kMinBlocks = D >= 64 ? 2 : 3;
+  static constexpr BoxSmem kSmem = query_box_smem<D>(kTiles);
+};
+
 // Host: can the resident-box kernels run this problem, and is it worth it? Sets p.ts (query tile:
 // the tiled kernels' choice; key tile: the fewest tiles over a warp's union) and box_rows (the
 // largest CTA box, for the shared-memory size), or returns false: a warp would walk more than 4

@@ -9,6 +9,7 @@
 
 #include "../common/pdl.cuh"
 #include "../common/problem.h"
+#include "../fused/instantiate.h"
 #include "../fused/launch.h"
 #include "../fused/params.h"
 #include "../fused/tile_scheduler.h"
@@ -19,25 +20,15 @@
 namespace jax_na {
 namespace hopper {
 
-// Set tile shapes (2^log_rows queries, 64 keys per tile), mask constants and grid; the number
-// of CTAs.
-inline int64_t plan_tiles(fused::KernelParams& p, int log_rows, int log_cols) {
-  p.ts = fused::choose_query_stationary(p, log_rows, log_cols);
-  fused::set_mask_constants(p);
-  fused::set_grid(p, p.ts.qlog);
-  return p.batch * p.heads * p.groups * p.tiles;
-}
-
 // The warp-specialised kernel's tiles: the best 64-query tile for one warpgroup (its work),
 // doubled along its outermost dim of extent > 1, the dim SplitWalk splits (shared loads); in
 // the order whose first wave (one CTA per SM) shares the most keys.
 inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols, int sms) {
   p.ts = fused::choose_query_stationary(p, 6, log_cols);  // 2^6: one warpgroup's rows
   p.ts.qlog[split_dim(p.ts.qlog)] += 1;
-  fused::set_mask_constants(p);
-  fused::set_grid(p, p.ts.qlog);
+  const int64_t ctas = fused::grid_ctas<fused::Stationary::kQuery>(p);
   fused::order_tiles_for_l2(p, sms);
-  return p.batch * p.heads * p.groups * p.tiles;
+  return ctas;
 }
 
 inline bool one_dim(const fused::KernelParams& p) { return p.L[0] == 1 && p.L[1] == 1; }
@@ -121,7 +112,7 @@ cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelPa
   if (wide_kv_tiles(p) && try_launch_ws<T, D, 128>(pr, p, sms, stream, err)) return err;
   if (try_launch_ws<T, D, 64>(pr, p, sms, stream, err)) return err;
   using Cfg = FwdConfig<T, D>;
-  const int64_t ctas = plan_tiles(p, Cfg::kLogRows, Cfg::kLogCols);
+  const int64_t ctas = fused::plan_grid<Cfg, fused::Stationary::kQuery>(p);
   if ((err = repair::arm(a.nonfinite, stream)) != cudaSuccess) return err;
   err = fused::launch_ctas(hopper_fwd_kernel<T, D>, p, ctas, Cfg::kThreads, Cfg::kSmem, stream);
   return err != cudaSuccess ? err : repair::fwd(pr, a, stream);

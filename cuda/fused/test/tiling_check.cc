@@ -62,6 +62,20 @@ CtaCoord cta_at(const KernelParams& p, int gi, int64_t t) {
   return cta;
 }
 
+// fn(c, tab) for every query-stationary CTA (batch 0, head 0) with work: its geometry and
+// window table, as the kernels' prologue builds them.
+template <typename Fn>
+void for_each_query_cta(const KernelParams& p, Fn fn) {
+  for (int gi = 0; gi < p.groups; ++gi)
+    for (int64_t t = 0; t < p.tiles; ++t) {
+      QueryCta c;
+      if (!setup_query_cta(p, cta_at(p, gi, t), c)) continue;
+      Window tab[kMaxTableEntries];
+      for (int e = 0; e < table_entries(p.ts.qlog); ++e) tab[e] = query_window_entry(p, c, e);
+      fn(c, tab);
+    }
+}
+
 // Columns of `lane` that the kernel computes for row half rr, given the tile test and masks.
 template <int NT>
 void lane_columns(const RowPartners& rp, const int (&tb)[3], const int (&lg)[3], uint64_t r12,
@@ -84,78 +98,72 @@ int check_query_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, in
   const int64_t N = p.tokens;
   int errors = 0;
   std::vector<std::pair<int, int>> cols;
-  for (int gi = 0; gi < p.groups; ++gi)
-    for (int64_t t = 0; t < p.tiles; ++t) {
-      const CtaCoord cta = cta_at(p, gi, t);
-      QueryCta c;
-      if (!setup_query_cta(p, cta, c)) continue;
-      Window tab[kMaxTableEntries];
-      for (int e = 0; e < table_entries(p.ts.qlog); ++e) tab[e] = query_window_entry(p, c, e);
-      // The kernels walk the key/value tiles incrementally and gather rows through a per-CTA
-      // token-offset table: both must agree with the direct index math.
-      {
-        TileWalker walk;
-        walk.reset();
-        for (int j = 0; j < c.n_kv; ++j) {
-          if (j) walk.next(c.nk);
-          int tw[3], td[3];
-          kv_tile_at(p, c, walk.t, tw);
-          kv_tile_begin(p, c, j, td);
-          if (tw[0] != td[0] || tw[1] != td[1] || tw[2] != td[2]) {
-            if (errors++ < 5) printf("  fwd: tile walk differs at %d\n", j);
-          }
-          const int64_t rb = 96;  // any row size
-          const GatherTile gt = kv_gather(p, c, td, 0, rb);
-          for (int r = 0; r < (1 << log_cols); ++r) {
-            const int64_t want = key_row_index(p, c, td, r, 0);
-            const bool valid = (gt.valid >> r) & 1ull;
-            if (valid != (want >= 0) || (valid && gt.base + int64_t(tile_row_delta(p, p.ts.klog, r)) * gt.stride != want * rb)) {
-              if (errors++ < 5) printf("  fwd: gather row %d of tile %d wrong\n", r, j);
-            }
+  for_each_query_cta(p, [&](const QueryCta& c, const Window* tab) {
+    // The kernels walk the key/value tiles incrementally and gather rows through a per-CTA
+    // token-offset table: both must agree with the direct index math.
+    {
+      TileWalker walk;
+      walk.reset();
+      for (int j = 0; j < c.n_kv; ++j) {
+        if (j) walk.next(c.nk);
+        int tw[3], td[3];
+        kv_tile_at(p, c, walk.t, tw);
+        kv_tile_begin(p, c, j, td);
+        if (tw[0] != td[0] || tw[1] != td[1] || tw[2] != td[2]) {
+          if (errors++ < 5) printf("  fwd: tile walk differs at %d\n", j);
+        }
+        const int64_t rb = 96;  // any row size
+        const GatherTile gt = kv_gather(p, c, td, 0, rb);
+        for (int r = 0; r < (1 << log_cols); ++r) {
+          const int64_t want = key_row_index(p, c, td, r, 0);
+          const bool valid = (gt.valid >> r) & 1ull;
+          if (valid != (want >= 0) || (valid && gt.base + int64_t(tile_row_delta(p, p.ts.klog, r)) * gt.stride != want * rb)) {
+            if (errors++ < 5) printf("  fwd: gather row %d of tile %d wrong\n", r, j);
           }
         }
       }
-      for (int warp = 0; warp < (1 << log_rows) / (16 * mt); ++warp)
-        for (int blk = 0; blk < mt; ++blk)
-        for (int lane = 0; lane < 32; ++lane) {
-          const int row0 = 16 * mt * warp, brow = row0 + 16 * blk;
-          RowPartners rp;
-          WarpTileTest wt;
-          query_row_partners(p, tab, brow, lane, rp);
-          {  // the packed-reference form (two row blocks per warp) must give the same partners
-            RowRefs rf;
-            RowPartners r2;
-            query_row_refs(p, brow, lane, rf);
-            unpack_partners(rf, tab, r2);
-            for (int rr = 0; rr < 2; ++rr)
-              for (int i = 0; i < 3; ++i)
-                if (r2.lo[rr][i] != rp.lo[rr][i] || r2.hi[rr][i] != rp.hi[rr][i]) {
-                  if (errors++ < 5) printf("  fwd: packed row references differ\n");
-                }
-          }
-          query_warp_test(p, c, tab, row0, 16 * mt, wt);
-          for (int j = 0; j < c.n_kv; ++j) {
-            int tb[3];
-            kv_tile_begin(p, c, j, tb);
-            if (!wt.meets(tb, p.ts.klog)) continue;
-            cols.clear();
-            if (log_cols == 6)
-              lane_columns<8>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
-            else
-              lane_columns<4>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
-            for (auto& rc : cols) {
-              const int64_t q = query_row_index(p, c, brow + (lane >> 2) + 8 * rc.first, 0);
-              if (q < 0) continue;  // row past the group's end: not stored
-              const int64_t k = key_row_index(p, c, tb, rc.second, 0);
-              if (k < 0) {
-                if (errors++ < 5) printf("  fwd: query %lld computes a key outside the loaded box\n", (long long)q);
-                continue;
+    }
+    for (int warp = 0; warp < (1 << log_rows) / (16 * mt); ++warp)
+      for (int blk = 0; blk < mt; ++blk)
+      for (int lane = 0; lane < 32; ++lane) {
+        const int row0 = 16 * mt * warp, brow = row0 + 16 * blk;
+        RowPartners rp;
+        WarpTileTest wt;
+        query_row_partners(p, tab, brow, lane, rp);
+        {  // the packed-reference form (two row blocks per warp) must give the same partners
+          RowRefs rf;
+          RowPartners r2;
+          query_row_refs(p, brow, lane, rf);
+          unpack_partners(rf, tab, r2);
+          for (int rr = 0; rr < 2; ++rr)
+            for (int i = 0; i < 3; ++i)
+              if (r2.lo[rr][i] != rp.lo[rr][i] || r2.hi[rr][i] != rp.hi[rr][i]) {
+                if (errors++ < 5) printf("  fwd: packed row references differ\n");
               }
-              cnt[q * N + k]++;
+        }
+        query_warp_test(p, c, tab, row0, 16 * mt, wt);
+        for (int j = 0; j < c.n_kv; ++j) {
+          int tb[3];
+          kv_tile_begin(p, c, j, tb);
+          if (!wt.meets(tb, p.ts.klog)) continue;
+          cols.clear();
+          if (log_cols == 6)
+            lane_columns<8>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
+          else
+            lane_columns<4>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
+          for (auto& rc : cols) {
+            const int64_t q = query_row_index(p, c, brow + (lane >> 2) + 8 * rc.first, 0);
+            if (q < 0) continue;  // row past the group's end: not stored
+            const int64_t k = key_row_index(p, c, tb, rc.second, 0);
+            if (k < 0) {
+              if (errors++ < 5) printf("  fwd: query %lld computes a key outside the loaded box\n", (long long)q);
+              continue;
             }
+            cnt[q * N + k]++;
           }
         }
-    }
+      }
+  });
   return errors;
 }
 
@@ -244,65 +252,59 @@ bool check_box(const Geo& g, std::vector<int>& cnt, int& errors) {
   set_grid(p, p.ts.qlog);
   const int64_t N = p.tokens;
   std::vector<std::pair<int, int>> cols;
-  for (int gi = 0; gi < p.groups; ++gi)
-    for (int64_t t = 0; t < p.tiles; ++t) {
-      const CtaCoord cta = cta_at(p, gi, t);
-      QueryCta c;
-      if (!setup_query_cta(p, cta, c)) continue;
-      Window tab[kMaxTableEntries];
-      for (int e = 0; e < table_entries(p.ts.qlog); ++e) tab[e] = query_window_entry(p, c, e);
-      const ResidentBox bx = resident_box(c.kb, c.ke);
-      if (bx.rows() > box_rows && errors++ < 5) printf("  box: %d rows, plan %d\n", bx.rows(), box_rows);
-      // The loaders' cursors (steps of 16, 32 and 128 rows) against direct decomposition.
-      for (int step : {16, 32, 128})
-        for (int r0 = 0; r0 < step && r0 < bx.rows(); r0 += 7) {
-          BoxCursor cur(bx, r0, step);
-          for (int r = r0; r < bx.rows(); r += step, cur.advance()) {
-            int pos[3];
-            cur.position(bx, pos);
-            const int want[3] = {bx.b[0] + r / (bx.n[1] * bx.n[2]), bx.b[1] + r / bx.n[2] % bx.n[1],
-                                 bx.b[2] + r % bx.n[2]};
-            if ((pos[0] != want[0] || pos[1] != want[1] || pos[2] != want[2]) && errors++ < 5)
-              printf("  box: cursor off at row %d\n", r);
-          }
+  for_each_query_cta(p, [&](const QueryCta& c, const Window* tab) {
+    const ResidentBox bx = resident_box(c.kb, c.ke);
+    if (bx.rows() > box_rows && errors++ < 5) printf("  box: %d rows, plan %d\n", bx.rows(), box_rows);
+    // The loaders' cursors (steps of 16, 32 and 128 rows) against direct decomposition.
+    for (int step : {16, 32, 128})
+      for (int r0 = 0; r0 < step && r0 < bx.rows(); r0 += 7) {
+        BoxCursor cur(bx, r0, step);
+        for (int r = r0; r < bx.rows(); r += step, cur.advance()) {
+          int pos[3];
+          cur.position(bx, pos);
+          const int want[3] = {bx.b[0] + r / (bx.n[1] * bx.n[2]), bx.b[1] + r / bx.n[2] % bx.n[1],
+                               bx.b[2] + r % bx.n[2]};
+          if ((pos[0] != want[0] || pos[1] != want[1] || pos[2] != want[2]) && errors++ < 5)
+            printf("  box: cursor off at row %d\n", r);
         }
-      for (int warp = 0; warp < 4; ++warp)
-        for (int lane = 0; lane < 32; ++lane) {
-          RowPartners rp;
-          WarpTileTest wt;
-          query_rows(p, c, tab, warp, lane, rp, wt);
-          WarpBoxWalk walk(wt, p.ts.klog);
-          if (walk.n > 4 && errors++ < 5) printf("  box: a warp walks %d tiles\n", walk.n);
-          for (int j = 0; j < walk.n; ++j, walk.next()) {
-            int tb[3];
-            walk.tile(p.ts.klog, tb);
-            cols.clear();
-            lane_columns<8>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
-            for (auto& rc : cols) {
-              const int64_t q = query_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rc.first, 0);
-              if (q < 0) continue;
-              // The lane whose ldmatrix address serves column rc.second, and the row it reads.
-              int ll = 0;
-              while (lane_column(ll) != (rc.second & 15)) ++ll;
-              const int brow = lane_rows(bx, tb, p.ts.klog, ll)(rc.second >> 4);
-              int tt[3], pos[3], bpos[3];
-              split_row(rc.second, p.ts.klog, tt);
-              bool in = true;
-              for (int i = 0; i < 3; ++i) {
-                pos[i] = tb[i] + tt[i];
-                in = in && pos[i] >= bx.b[i] && pos[i] < bx.b[i] + bx.n[i];
-              }
-              if (in) BoxCursor(bx, brow, 1).position(bx, bpos);
-              if (!in || bpos[0] != pos[0] || bpos[1] != pos[1] || bpos[2] != pos[2]) {
-                if (errors++ < 5) printf("  box: a computed column is not its box row\n");
-                continue;
-              }
-              const int64_t k = key_row_index(p, c, tb, rc.second, 0);
-              cnt[q * N + k]++;
+      }
+    for (int warp = 0; warp < 4; ++warp)
+      for (int lane = 0; lane < 32; ++lane) {
+        RowPartners rp;
+        WarpTileTest wt;
+        query_rows(p, c, tab, warp, lane, rp, wt);
+        WarpBoxWalk walk(wt, p.ts.klog);
+        if (walk.n > 4 && errors++ < 5) printf("  box: a warp walks %d tiles\n", walk.n);
+        for (int j = 0; j < walk.n; ++j, walk.next()) {
+          int tb[3];
+          walk.tile(p.ts.klog, tb);
+          cols.clear();
+          lane_columns<8>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
+          for (auto& rc : cols) {
+            const int64_t q = query_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rc.first, 0);
+            if (q < 0) continue;
+            // The lane whose ldmatrix address serves column rc.second, and the row it reads.
+            int ll = 0;
+            while (lane_column(ll) != (rc.second & 15)) ++ll;
+            const int brow = lane_rows(bx, tb, p.ts.klog, ll)(rc.second >> 4);
+            int tt[3], pos[3], bpos[3];
+            split_row(rc.second, p.ts.klog, tt);
+            bool in = true;
+            for (int i = 0; i < 3; ++i) {
+              pos[i] = tb[i] + tt[i];
+              in = in && pos[i] >= bx.b[i] && pos[i] < bx.b[i] + bx.n[i];
             }
+            if (in) BoxCursor(bx, brow, 1).position(bx, bpos);
+            if (!in || bpos[0] != pos[0] || bpos[1] != pos[1] || bpos[2] != pos[2]) {
+              if (errors++ < 5) printf("  box: a computed column is not its box row\n");
+              continue;
+            }
+            const int64_t k = key_row_index(p, c, tb, rc.second, 0);
+            cnt[q * N + k]++;
           }
         }
-    }
+      }
+  });
   return true;
 }
 
