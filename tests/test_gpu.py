@@ -4,7 +4,7 @@ Every test is marked `gpu` (conftest.py skips them, with a reason, where JAX see
 GPU machine run scripts/gpu_check.sh). Each family that jax_na.available_families() reports is
 checked on a table of named feature cases (1-D/2-D/3-D, dilation, stride, per-dim causal, even
 kernels, kernel = extent, GQA/MQA, additional KV, extents that are not multiples of any tile,
-kernels larger than one chunk, head dims 32/64/128 and 40) x dtypes: out, lse and the gradients
+kernels larger than one chunk, head dims 32/64/128/256 and 40) x dtypes: out, lse and the gradients
 of <out, dout> + <lse, dlse> with respect to q, k, v (and the additional k, v), each against
 the reference on the same inputs (fresh randn per case, never zeros):
   - Frobenius relative error within tests/problems.TOL (float32 1e-5: the reference runs at
@@ -82,6 +82,14 @@ CASES = {
                         (F16, BF16)),
     "3d-large-k": (C((12, 16, 16), (5, 7, 9), head_dim=64), (BF16,)),
     "3d-head-dim-40": (C((4, 6, 8), 3, head_dim=40), (F32,)),
+    # Head dim 256: cuda-hopper's forward (64-key tiles, Q single-buffered; the TMA kernel, and
+    # the cp.async one for dilation > 8 and for 3-D boxes that would cross batch elements); its
+    # backward, like every other family's, routes to cuda-naive.
+    "1d-head-dim-256-gqa": (C((300,), 33, dilation=2, heads=4, heads_kv=2, head_dim=256), (F16, BF16)),
+    "1d-head-dim-256-dilation-9": (C((120,), 5, dilation=9, is_causal=True, head_dim=256), (BF16,)),
+    "2d-head-dim-256-causal": (C((20, 24), (5, 7), stride=(1, 2), is_causal=(True, False), head_dim=256),
+                               (BF16,)),
+    "3d-head-dim-256-batch": (C((6, 8, 10), 3, dilation=(1, 2, 1), batch=2, head_dim=256), (BF16,)),
 }
 
 

@@ -21,7 +21,6 @@ bool supported_head_dim(int64_t d) { return d == 32 || d == 64 || d == 128; }
 }  // namespace
 
 cudaError_t make_kernel_params(const Problem& pr, KernelParams& p) {
-  if (!supported_head_dim(pr.head_dim)) return cudaErrorNotSupported;
   if (pr.dtype != DType::kF32 && pr.dtype != DType::kF16 && pr.dtype != DType::kBF16)
     return cudaErrorNotSupported;
   if (pr.batch < 0 || pr.heads <= 0 || pr.heads_kv <= 0 || pr.heads % pr.heads_kv != 0)
@@ -65,6 +64,7 @@ cudaError_t make_fwd_params(const Problem& pr, const FwdArgs& a, KernelParams& p
 }
 
 cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
+  if (!supported_head_dim(pr.head_dim)) return cudaErrorNotSupported;
   KernelParams p;
   const cudaError_t e = make_fwd_params(pr, a, p);
   if (e != cudaSuccess || p.batch == 0) return e;
@@ -89,6 +89,7 @@ cudaError_t make_bwd_params(const Problem& pr, const BwdArgs& a, KernelParams& p
 }
 
 cudaError_t bwd(const Problem& pr, const BwdArgs& a, cudaStream_t stream) {
+  if (!supported_head_dim(pr.head_dim)) return cudaErrorNotSupported;
   KernelParams p;
   cudaError_t e = make_bwd_params(pr, a, p);
   if (e != cudaSuccess || p.batch == 0) return e;

@@ -17,7 +17,8 @@ namespace jax_na {
 namespace fused {
 
 // Problem -> kernel parameters without tensors (geometry, scale): cudaSuccess,
-// cudaErrorNotSupported (head_dim, dtype, more than 2^31 - 1 tokens) or cudaErrorInvalidValue.
+// cudaErrorNotSupported (dtype, more than 2^31 - 1 tokens) or cudaErrorInvalidValue; each
+// family checks the head dims it supports itself.
 cudaError_t make_kernel_params(const Problem& pr, KernelParams& p);
 // ... plus the forward's tensors (cudaErrorInvalidValue if one is null on a nonempty batch).
 cudaError_t make_fwd_params(const Problem& pr, const FwdArgs& a, KernelParams& p);

@@ -16,7 +16,8 @@ template <int D>
 struct SmemTile {
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
   static constexpr int kRowBytes = D * 2;
-  static_assert(kChunks == 4 || kChunks == 8 || kChunks == 16, "head_dim 32, 64 or 128");
+  static_assert(kChunks == 4 || kChunks == 8 || kChunks == 16 || kChunks == 32,
+                "head_dim 32, 64, 128 or 256");
 
   // Rows of 128 bytes or more: XOR the low 3 chunk bits with row % 8. 64-byte rows (two per
   // 128-byte line): XOR the 2 chunk bits with (row / 2) % 4.

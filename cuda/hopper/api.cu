@@ -1,7 +1,7 @@
 // Entry points of the Hopper family (cuda/common/families.h).
 //
-// Forward and backward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 64 and 128; the backward
-// is deterministic (key-stationary dK/dV, query-stationary dQ, no atomics, no workspace). The
+// Forward and backward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 64 and 128, the forward
+// also at 256; the backward is deterministic (key-stationary dK/dV, query-stationary dQ, no atomics, no workspace). The
 // forward's out is exact as returned (non-finite chunks repaired in the kernel, or by its own
 // repair launch); the backward's needs the caller's repair launch (repair::bwd).
 // Anything else (another GPU, dtype or head_dim) returns cudaErrorNotSupported; Python routes
@@ -34,7 +34,7 @@ cudaError_t launch_bwd(const fused::KernelParams& p, int head_dim, cudaStream_t 
 
 cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
   if (pr.dtype != DType::kF16 && pr.dtype != DType::kBF16) return cudaErrorNotSupported;
-  if (pr.head_dim != 64 && pr.head_dim != 128) return cudaErrorNotSupported;
+  if (pr.head_dim != 64 && pr.head_dim != 128 && pr.head_dim != 256) return cudaErrorNotSupported;
   DeviceInfo dev;
   if (!on_sm90(dev)) return cudaErrorNotSupported;
   fused::KernelParams p;

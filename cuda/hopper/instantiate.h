@@ -1,4 +1,4 @@
-// Shared body of fwd_{f16,bf16}.cu: the forward launcher for head_dim 64 and 128. Each of those
+// Shared body of fwd_{f16,bf16}.cu: the forward launcher for head_dim 64, 128 and 256. Each of those
 // files includes kernel_fwd.h, then this one, and invokes JAX_NA_HOPPER_INSTANTIATE_FWD once.
 #pragma once
 
@@ -109,7 +109,9 @@ template <typename T, int D>
 cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelParams p, int sms,
                             cudaStream_t stream) {
   cudaError_t err = cudaSuccess;
-  if (wide_kv_tiles(p) && try_launch_ws<T, D, 128>(pr, p, sms, stream, err)) return err;
+  if constexpr (D <= 128) {  // 128-key tiles leave too few registers at head_dim 256
+    if (wide_kv_tiles(p) && try_launch_ws<T, D, 128>(pr, p, sms, stream, err)) return err;
+  }
   if (try_launch_ws<T, D, 64>(pr, p, sms, stream, err)) return err;
   using Cfg = FwdConfig<T, D>;
   const int64_t ctas = fused::plan_grid<Cfg, fused::Stationary::kQuery>(p);
@@ -129,6 +131,7 @@ cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelPa
                             int head_dim, int sms, cudaStream_t stream) {                      \
     if (head_dim == 64) return launch_fwd_impl<T, 64>(pr, a, p, sms, stream);                  \
     if (head_dim == 128) return launch_fwd_impl<T, 128>(pr, a, p, sms, stream);                \
+    if (head_dim == 256) return launch_fwd_impl<T, 256>(pr, a, p, sms, stream);                \
     return cudaErrorNotSupported;                                                              \
   }                                                                                            \
   }                                                                                            \

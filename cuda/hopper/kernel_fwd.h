@@ -35,13 +35,14 @@ using fused::KernelParams;
 
 template <typename T, int D>
 struct FwdConfig {
-  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   static constexpr int kThreads = 128;
   static constexpr int kRows = 64;  // queries per CTA (one wgmma M)
   static constexpr int kCols = 64;  // keys per key/value tile (the S wgmma's N)
   static constexpr int kLogRows = 6;
   static constexpr int kLogCols = 6;
-  static constexpr int kMinBlocks = 2;  // D = 64 at 3 CTAs (168 registers) spills
+  // D = 64 at 3 CTAs (168 registers) spills; D = 256 takes 192 KB of shared memory.
+  static constexpr int kMinBlocks = D == 256 ? 1 : 2;
   using QTile = GmmaTile<kRows, D>;
   using KVTile = GmmaTile<kCols, D>;
   // Q, 2 x K, 3 x V (1024-byte aligned), the window and token-offset tables.

@@ -11,8 +11,8 @@
 // tiles (BN = 64 or 128 keys, shape 2^klog) covering the box of each query tile's windows and
 // load each as TMA boxes into rings of KS K slots and VS V slots (full / empty mbarriers per
 // slot), several tiles ahead and on into the next query tile, so its first tiles load while the
-// consumers store O. Q is double-buffered and loaded by TMA one query tile ahead. The
-// warpgroups share every key/value tile. Each warpgroup computes only the tiles
+// consumers store O. Q is double-buffered (single at head_dim 256) and loaded by TMA one query
+// tile ahead. The warpgroups share every key/value tile. Each warpgroup computes only the tiles
 // its own rows see, one contiguous run of the load order (SplitWalk), and releases the others at
 // once. Per computed tile (mainloop.h):
 //   issue S_j = Q K_j^T and O += P_prev V_prev; wait S_j; masks where needed; softmax of S_j
@@ -51,23 +51,29 @@ struct TileSlot {
 
 template <typename T, int D, int BN>
 struct WsConfig {
-  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  static_assert(D == 64 || D == 128 || (D == 256 && BN == 64), "head_dim 64, 128 or 256");
   static constexpr int kConsumers = 2;
   static constexpr int kThreads = 128 * kConsumers + 128;  // + the producer warpgroup
   // Registers per thread after setmaxnreg: 128 x 48 + 256 x 224 <= 384 x 168 (the launch's
   // pool). The producer keeps the tile geometry in shared memory (TileSlot), not registers;
   // decoding a tile in p.tile_order takes it past 40.
+  // At head_dim 256 (O alone is 128 registers) three loop-invariant values spill (12 bytes,
+  // reloaded once per query tile); 232 / 40 spilled the producer instead.
   static constexpr int kProducerRegs = 48;
   static constexpr int kConsumerRegs = 224;
   static constexpr int kRows = 64 * kConsumers;
   static constexpr int kCols = BN;  // keys per tile: 64, or 128 for 1-D tiles
   static constexpr int kLogCols = BN == 128 ? 7 : 6;
-  // K and V slots (V of a tile is read one tile later than its K); 128-key tiles: 32 KB each.
-  static constexpr int KS = BN == 128 ? 2 : 3;
-  static constexpr int VS = BN == 128 ? 3 : 4;
+  // K and V slots (V of a tile is read one tile later than its K); 128-key tiles, and 64-key
+  // tiles at head_dim 256: 32 KB each.
+  static constexpr int KS = BN == 128 || D == 256 ? 2 : 3;
+  static constexpr int VS = BN == 128 ? 3 : (D == 256 ? 2 : 4);
   using QTile = GmmaTile<kRows, D>;
   using KVTile = GmmaTile<kCols, D>;
-  static constexpr int kK = 2 * QTile::kBytes;  // Q double-buffered (persistent CTAs)
+  // Q buffers: two (persistent CTAs load the next tile's Q under this one), one at head_dim
+  // 256 (64 KB each: two would leave the rings too little of the 227 KB).
+  static constexpr int QB = D == 256 ? 1 : 2;
+  static constexpr int kK = QB * QTile::kBytes;
   static constexpr int kV = kK + KS * KVTile::kBytes;
   static constexpr int kTab = kV + VS * KVTile::kBytes;
   // mbarriers: full K[KS], full V[VS], empty K[KS], empty V[VS], full Q[2], full tile[2],
@@ -173,25 +179,29 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   const uint32_t empty_k = full_v + 8 * VS, empty_v = empty_k + 8 * KS;
   const uint32_t full_q = empty_v + 8 * VS, full_id = full_q + 16, empty_q = full_id + 16;
   Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
-  // Q of the i-th query tile goes to buffer i % 2 (O is staged over it), one TMA box per
-  // warpgroup half (SplitWalk's dim d splits the tile).
-  auto q_buffer = [&](int i) { return sQ0 + (i & 1) * QT::kBytes; };
+  // Q of the i-th query tile goes to buffer i % QB (O is staged over it), one TMA box per
+  // warpgroup half (SplitWalk's dim d splits the tile); its full / empty barriers are
+  // q_bar(i) + full_q / empty_q, in use i / QB of the buffer (parity q_parity(i)).
+  constexpr int QB = Cfg::QB;
+  auto q_bar = [&](int i) { return uint32_t(8 * (i % QB)); };
+  auto q_parity = [&](int i) { return uint32_t((i / QB) & 1); };
+  auto q_buffer = [&](int i) { return sQ0 + (i % QB) * QT::kBytes; };
   auto load_q = [&](const QueryCta& cq, int i) {
     const int d = split_dim(p.ts.qlog);
-    mbar_arrive_expect_tx(full_q + 8 * (i & 1), QT::kBytes);
+    mbar_arrive_expect_tx(full_q + q_bar(i), QT::kBytes);
 #pragma unroll
     for (int g = 0; g < 2; ++g) {
       const int half = g << (pick3(p.ts.qlog, d) - 1);
       const int qb[3] = {cq.qb[0] + (d == 0 ? half : 0), cq.qb[1] + (d == 1 ? half : 0),
                          cq.qb[2] + (d == 2 ? half : 0)};
-      tma_load_tile<QT, D>(&maps.q, q_buffer(i) + g * 64 * 128, full_q + 8 * (i & 1), p,
+      tma_load_tile<QT, D>(&maps.q, q_buffer(i) + g * 64 * 128, full_q + q_bar(i), p,
                            cq.cta.b, cq.cta.grp, qb, cq.cta.head);
     }
   };
   // Tile scheduling: the K producer thread takes the CTA's query tiles from the counter (after
   // its first, blockIdx.x) about one tile ahead of the consumers, so tiles go out in order to
   // whichever CTA frees first. It publishes the i-th tile in slot i % 2 (full barrier full_id)
-  // and loads its Q once the consumers have stored tile i - 2 from that buffer (empty_q).
+  // and loads its Q once the consumers have stored tile i - QB from that buffer (empty_q).
   TileSlot* slots = reinterpret_cast<TileSlot*>(sm.ptr + Cfg::kSlots);
   auto next_id = [&](uint32_t id) {
     return kRoundRobin ? id + gridDim.x : gridDim.x + atomicAdd(p.tile_counter, 1u);
@@ -251,7 +261,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
       uint32_t id = blockIdx.x;
       for (int i = 0;; ++i) {
         if (k_stream) {  // the K thread also schedules: the next tile, and its Q
-          if (i >= 2) mbar_wait(empty_q + 8 * (i & 1), ((i >> 1) & 1) ^ 1u);
+          if (i >= QB) mbar_wait(empty_q + q_bar(i), q_parity(i) ^ 1u);
           // The last id from shared memory: a register held across the loads spilled (ptxas).
           if (i > 0) id = next_id(slots[(i - 1) & 1].id);
           id = take_tile(id, slots[i & 1].c);  // built in shared memory
@@ -302,7 +312,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     for (int e = tid; e < table_entries(p.ts.qlog); e += kConsumerThreads)
       tab[e] = query_window_entry(p, c, e);
     named_sync(1, kConsumerThreads);  // the table is ready
-    mbar_wait(full_q + 8 * (i & 1), (i >> 1) & 1);
+    mbar_wait(full_q + q_bar(i), q_parity(i));
 
     Consumer<T, D, Cfg::kRows, BN> cs;
     cs.init(p, c, tab, sQ + wg * 64 * 128, row0, lane);
@@ -399,7 +409,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
       repair::stored_out_chunks<T, 64, D, 128>(pr, p.q, p.k, p.v, out, row_offset, tid & 127);
     // This thread is done with the buffer; its staging writes come before the TMA refill.
     fence_proxy_async();
-    mbar_arrive(empty_q + 8 * (i & 1));
+    mbar_arrive(empty_q + q_bar(i));
   }
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere

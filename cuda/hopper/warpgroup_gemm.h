@@ -30,12 +30,21 @@ __device__ __forceinline__ void gemm_ss_abt(float (&acc)[N / 8][4], uint64_t da,
 // (pack_a), B the MN-major tile at db (its rows are the K dimension; layout BTile). Kernels that
 // keep an accumulator's MMA in flight across iterations start it with !accumulate instead of
 // zeroing it: ptxas serialises wgmma when plain instructions define its accumulator there.
+// N = 256 (head_dim 256) runs as two m64n128k16 halves: columns [128 h, 128 h + 128) of B are
+// its column blocks 2h and 2h + 1.
 template <typename T, int N, int KK, typename BTile>
 __device__ __forceinline__ void gemm_rs_ab(float (&acc)[N / 8][4], const uint32_t (&a)[KK][4],
                                            uint64_t db, bool accumulate = true) {
+  constexpr int kHalves = N == 256 ? 2 : 1, NH = N / kHalves;
 #pragma unroll
-  for (int kk = 0; kk < KK; ++kk)
-    wgmma_rs<T, N>(acc, a[kk], desc_plus(db, BTile::mn_step(kk)), kk > 0 || accumulate);
+  for (int kk = 0; kk < KK; ++kk) {
+#pragma unroll
+    for (int h = 0; h < kHalves; ++h) {
+      constexpr uint32_t kHalfStep = uint32_t(2 * BTile::kBlockBytes) >> 4;
+      wgmma_rs<T, NH>(*reinterpret_cast<float(*)[NH / 8][4]>(&acc[h * NH / 8]), a[kk],
+                      desc_plus(db, BTile::mn_step(kk) + h * kHalfStep), kk > 0 || accumulate);
+    }
+  }
 }
 
 // acc = 0 (an accumulator whose first MMA never ran).
