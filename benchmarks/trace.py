@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # `python benchmarks/trace.py`: make the repo imp
 
 import jax  # noqa: E402
 
-from benchmarks import peers as peers_mod, problems as problems_mod, runner  # noqa: E402
+from benchmarks import peers as peers_mod, problems as problems_mod, runner, timing  # noqa: E402
 
 
 def device_events(xplane_path: str) -> list[tuple[int, int, str]]:
@@ -50,7 +50,7 @@ def summarise(events, steps: int) -> dict:
 
 def trace_step(fn, args, steps: int) -> list[tuple[int, int, str]]:
     """Compile fn, run it twice, then trace `steps` calls; their device events."""
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled, _ = timing.compile_fn(fn, args)
     for _ in range(2):
         jax.block_until_ready(compiled(*args))
     with tempfile.TemporaryDirectory() as d:

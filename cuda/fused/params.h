@@ -75,6 +75,9 @@ struct KernelParams {
   unsigned* tile_counter;  // the next tile and the CTAs done (FwdArgs::tile_counter), or null
 };
 
+// A 1-D problem: dims 0 and 1 of extent 1 (the tokens lie along dim 2).
+FUSED_HD bool one_dim(const KernelParams& p) { return p.L[0] == 1 && p.L[1] == 1; }
+
 // The outermost dim of extent > 1 of a tile of log extents lg (dim 2 if none).
 FUSED_HD int outer_dim(const int (&lg)[3]) { return lg[0] > 0 ? 0 : (lg[1] > 0 ? 1 : 2); }
 

@@ -1,5 +1,6 @@
-// Shared body of fwd_{f16,bf16}.cu: the forward launcher for head_dim 64, 128 and 256. Each of those
-// files includes kernel_fwd.h, then this one, and invokes JAX_NA_HOPPER_INSTANTIATE_FWD once.
+// Shared body of fwd_{f16,bf16}.cu: the forward launcher for head_dim 64, 128 and 256. Each of
+// those files includes kernel_fwd.h, then this one, and invokes JAX_NA_HOPPER_INSTANTIATE_FWD
+// once.
 #pragma once
 
 #include <type_traits>
@@ -31,8 +32,6 @@ inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols, int sms) {
   return ctas;
 }
 
-inline bool one_dim(const fused::KernelParams& p) { return p.L[0] == 1 && p.L[1] == 1; }
-
 // Launch a persistent kernel: one CTA per SM (or per tile, if fewer), which take the tiles from
 // p.tile_counter (zeroed here first), or round robin (p.tile_counter null); its last argument
 // is the number of tiles, below 2^31. A programmatic dependent launch (the kernel waits for the
@@ -58,7 +57,7 @@ cudaError_t launch_persistent(Kernel kernel, const fused::KernelParams& p, int64
 // Not otherwise: masked tiles dominate small windows (2-D k7/k13 +8..18%, K31 +3%), and a 3-D
 // wide tile that no query sees whole is masked everywhere (A3 +4.5%). NOTES.md h8.
 inline bool wide_kv_tiles(const fused::KernelParams& p) {
-  if (one_dim(p)) return true;
+  if (fused::one_dim(p)) return true;
   constexpr double kTileKeys = 18.0;  // a tile's fixed work, in keys (fit over K31, A2, A2s, A3s)
   const fused::TileShape narrow = fused::choose_query_stationary(p, 6, 6);
   const fused::TileShape wide = fused::choose_query_stationary(p, 6, 7);
@@ -89,7 +88,7 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream
   // kernel before it (h10, NOTES.md: A1s -3%). Multi-dimensional or causal tiles differ in cost
   // and go to whichever CTA frees first (h6; causal 1-D round robin: A1c +4%).
   if constexpr (BN == 128) {
-    if (one_dim(p) && !pr.any_causal()) {
+    if (fused::one_dim(p) && !pr.any_causal()) {
       p.tile_counter = nullptr;
       err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN, true>, p, ctas, sms, Ws::kThreads,
                               Ws::kSmem, stream, maps, pr);

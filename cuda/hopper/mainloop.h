@@ -87,7 +87,7 @@ struct Consumer {
 #pragma unroll
     for (int i = 0; i < 3; ++i) th[i] = tb[i] + (NT0 > 0 && i == d ? 1 << lg[i] : 0);
     uint64_t m0, m1;
-    if (p.L[0] == 1 && p.L[1] == 1) {  // 1-D: one interval per row (a sixth of the work)
+    if (fused::one_dim(p)) {  // one interval per row (a sixth of the work)
       m0 = fused::interval_mask(rp.lo[0][2], rp.hi[0][2], th[2], lg[2]);
       m1 = fused::interval_mask(rp.lo[1][2], rp.hi[1][2], th[2], lg[2]);
     } else {
