@@ -17,14 +17,13 @@ BACKENDS = (REFERENCE,) + _native.CPU_FAMILIES + _native.CUDA_FAMILIES
 
 # Head dims the tensor-core families are built for; any other head_dim goes to cuda-naive.
 TENSOR_CORE_HEAD_DIMS = (32, 64, 128)
-# cuda-hopper's wgmma kernels: f16/bf16 at these head dims, per direction; other problems go to
-# cuda-fused (or, at head dims it lacks, cuda-naive).
-HOPPER_HEAD_DIMS = {"fwd": (64, 128, 256), "bwd": (64, 128)}
+# cuda-hopper's wgmma kernels: f16/bf16 at these head dims; other problems go to cuda-fused (or,
+# at head dims it lacks, cuda-naive).
+HOPPER_HEAD_DIMS = (64, 128, 256)
 
 
-def _hopper_runs(dtype, head_dim: int, direction: str) -> bool:
-    return (jnp.dtype(dtype) in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
-            and head_dim in HOPPER_HEAD_DIMS[direction])
+def _hopper_runs(dtype, head_dim: int) -> bool:
+    return jnp.dtype(dtype) in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)) and head_dim in HOPPER_HEAD_DIMS
 
 
 def resolve(backend: str | None) -> str:
@@ -58,9 +57,8 @@ def from_tuning(tuned: str | None, platform: str) -> str:
     return tuned if tuned in BACKENDS and runs_here and _native.has_family(tuned) else AUTO
 
 
-def family_for(platform: str, backend: str, dtype, head_dim: int, direction: str = "fwd") -> str | None:
-    """The native family the `direction` ("fwd" or "bwd") primitive lowers to on `platform`, or
-    None for the XLA fallback.
+def family_for(platform: str, backend: str, dtype, head_dim: int) -> str | None:
+    """The native family a primitive lowers to on `platform`, or None for the XLA fallback.
 
     Raises ValueError when an explicitly chosen backend cannot run on the platform.
     """
@@ -72,14 +70,14 @@ def family_for(platform: str, backend: str, dtype, head_dim: int, direction: str
     elif platform == "cuda":
         if backend == AUTO:
             fused_ok = jnp.dtype(dtype) != jnp.dtype(jnp.float32) and head_dim in TENSOR_CORE_HEAD_DIMS
-            hopper_ok = _hopper_runs(dtype, head_dim, direction) and _native.runs_here("cuda-hopper")
+            hopper_ok = _hopper_runs(dtype, head_dim) and _native.runs_here("cuda-hopper")
             for family in (("cuda-hopper",) if hopper_ok else ()) + (("cuda-fused",) if fused_ok else ()) + (
                     "cuda-naive",):
                 if _native.has_family(family):
                     return family
             return None
-        if backend == "cuda-hopper" and not _hopper_runs(dtype, head_dim, direction):
-            backend = "cuda-fused"  # f32, head_dim 32, the backward at 256 (other head dims: below)
+        if backend == "cuda-hopper" and not _hopper_runs(dtype, head_dim):
+            backend = "cuda-fused"  # f32, head_dim 32 (and other head dims, below)
         if backend in ("cuda-gemm", "cuda-fused") and head_dim not in TENSOR_CORE_HEAD_DIMS:
             return "cuda-naive"  # tiled families are built for these head dims only
         if backend.startswith("cuda-"):

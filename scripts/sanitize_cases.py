@@ -11,11 +11,11 @@ Modes:
         parses LOGDIR/<tool>.log and prints the tool x family table; exit status 1 on any error.
 
 Cases: 1-D/2-D/3-D, odd extents that are multiples of no tile, kernel == extent, dilation,
-stride, per-dim causal, GQA/MQA, float32/float16/bfloat16, head_dim 32/64/128 on every family
+stride, per-dim causal, GQA/MQA, float32/float16/bfloat16, head_dim 32/64/128/256 on every family
 and odd head dims (33, 40) on cuda-naive only (the tiled families route those to cuda-naive
 anyway), and a NaN value token (the tiled families' non-finite repair then scans and recomputes:
 cuda/repair/; its kernel's reports count as family cuda-repair). racecheck instruments every shared-memory access and is slow: it runs a few tiny cases.
---quick runs a subset that still covers 1-D/2-D/3-D, the three dtypes, head_dim 32/64/128 and an
+--quick runs a subset that still covers 1-D/2-D/3-D, the three dtypes, head_dim 32/64/128/256 and an
 odd head_dim (for scripts/gpu_check.sh's time budget). A case that a family routes to another
 family (e.g. cuda-hopper's float32 problems to cuda-fused) is checked once, on that family.
 
@@ -78,15 +78,19 @@ CASES = (
     C("2d-odd-d33-f32", (9, 11), dict(kernel_size=(3, 4), stride=(1, 2), is_causal=(True, False)), 2, 1,
       33, "float32", naive_only=True, quick=True),
     C("3d-d40-bf16", (3, 4, 5), dict(kernel_size=(2, 3, 3)), 2, 2, 40, "bfloat16", naive_only=True),
+    C("2d-d256-bf16", (9, 11), dict(kernel_size=(3, 5), stride=(1, 2), is_causal=(False, True)), 2, 1,
+      256, "bfloat16", quick=True),
     C("1d-nan-value-repair", (150,), dict(kernel_size=17, stride=2, is_causal=True), 4, 2, 64,
       "bfloat16", quick=True, nan_value=True),
 )
-# racecheck: tiny problems, one per code path with shared memory (tensor-core 2-D and 1-D, the
-# naive family's per-warp buffers at an odd head_dim).
+# racecheck: tiny problems, one per code path with shared memory (tensor-core 2-D and 1-D, head
+# dim 256 (two warpgroups per CTA in cuda-hopper's backward), the naive family's per-warp
+# buffers at an odd head_dim).
 RACE_CASES = (
     C("race-2d-bf16-d64", (9, 10), dict(kernel_size=(3, 5), dilation=(1, 2), is_causal=(True, False)),
       2, 1, 64, "bfloat16"),
     C("race-1d-f16-d128", (40,), dict(kernel_size=7, stride=2, is_causal=True), 2, 2, 128, "float16"),
+    C("race-2d-bf16-d256", (9, 10), dict(kernel_size=(3, 5)), 2, 1, 256, "bfloat16"),
     C("race-1d-f32-d33", (12,), dict(kernel_size=3), 2, 1, 33, "float32", naive_only=True),
 )
 

@@ -234,8 +234,8 @@ def test_default_backend_resolution():
 
 def test_cuda_routing_table(monkeypatch):
     """Which family each CUDA problem lowers to, with every family built and an sm_90 GPU
-    (faked): backend=None prefers cuda-hopper for f16/bf16 at head_dim 64/128 (and the forward
-    at 256), cuda-fused for the other tensor-core cases, cuda-naive otherwise; explicit choices
+    (faked): backend=None prefers cuda-hopper for f16/bf16 at head_dim 64/128/256, cuda-fused for
+    the other tensor-core cases, cuda-naive otherwise; explicit choices
     route what a family lacks, and cuda-hopper is refused on other GPUs with the reason."""
     from jax_na import _native, backends
     monkeypatch.setattr(_native, "has_family", lambda f: True)
@@ -252,10 +252,9 @@ def test_cuda_routing_table(monkeypatch):
     assert route("cuda-hopper", f32, 128) == "cuda-fused"
     assert route("cuda-hopper", bf16, 32) == "cuda-fused"
     assert route("cuda-hopper", bf16, 40) == "cuda-naive"
-    assert route(backends.AUTO, bf16, 256) == "cuda-hopper"  # the forward
-    assert backends.family_for("cuda", backends.AUTO, bf16, 256, "bwd") == "cuda-naive"
-    assert backends.family_for("cuda", "cuda-hopper", f16, 256, "bwd") == "cuda-naive"
-    assert backends.family_for("cuda", "cuda-hopper", f16, 128, "bwd") == "cuda-hopper"
+    assert route(backends.AUTO, bf16, 256) == "cuda-hopper"
+    assert route("cuda-hopper", f16, 256) == "cuda-hopper"
+    assert route("cuda-hopper", f32, 256) == "cuda-naive"  # cuda-fused has no head_dim 256
     assert backends.resolve("cuda-hopper") == "cuda-hopper"
     monkeypatch.setattr(_native, "cuda_compute_capabilities", lambda: frozenset({"8.0"}))
     assert route(backends.AUTO, bf16, 128) == "cuda-fused"

@@ -82,9 +82,10 @@ CASES = {
                         (F16, BF16)),
     "3d-large-k": (C((12, 16, 16), (5, 7, 9), head_dim=64), (BF16,)),
     "3d-head-dim-40": (C((4, 6, 8), 3, head_dim=40), (F32,)),
-    # Head dim 256: cuda-hopper's forward (64-key tiles, Q single-buffered; the TMA kernel, and
-    # the cp.async one for dilation > 8 and for 3-D boxes that would cross batch elements); its
-    # backward, like every other family's, routes to cuda-naive.
+    # Head dim 256: cuda-hopper (forward: 64-key tiles, Q single-buffered; backward: two
+    # warpgroups, one per half of the accumulated columns), by TMA, and by cp.async for
+    # dilation > 8 and for 3-D boxes that would cross batch elements; other families route to
+    # cuda-naive.
     "1d-head-dim-256-gqa": (C((300,), 33, dilation=2, heads=4, heads_kv=2, head_dim=256), (F16, BF16)),
     "1d-head-dim-256-dilation-9": (C((120,), 5, dilation=9, is_causal=True, head_dim=256), (BF16,)),
     "2d-head-dim-256-causal": (C((20, 24), (5, 7), stride=(1, 2), is_causal=(True, False), head_dim=256),

@@ -138,10 +138,10 @@ FUSED_HD Window key_inverse_entry(const KernelParams& p, const KeyCta& c, int e)
   return key_tile_query_range(kp, kp + 1, Lg, pick3(p.ker, i), pick3(p.str, i), pick3(p.causal, i) != 0);
 }
 
-// The thread's two key rows: their inverse neighbourhoods (query intervals per dim); and the
-// warp's union / intersection of them. tab: the inverse table.
-FUSED_HD void key_rows(const KernelParams& p, const KeyCta& c, const Window* tab, int warp,
-                       int lane, RowPartners& rp, WarpTileTest& wt) {
+// The thread's two key rows: their inverse neighbourhoods (query intervals per dim), from the
+// inverse table tab.
+FUSED_HD void key_row_partners(const KernelParams& p, const Window* tab, int warp, int lane,
+                               RowPartners& rp) {
   const int base[3] = {0, 1 << p.ts.klog[0], (1 << p.ts.klog[0]) + (1 << p.ts.klog[1])};
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
@@ -154,6 +154,13 @@ FUSED_HD void key_rows(const KernelParams& p, const KeyCta& c, const Window* tab
       rp.hi[rr][i] = w.end;
     }
   }
+}
+
+// key_row_partners, and the warp's union / intersection of its rows' intervals.
+FUSED_HD void key_rows(const KernelParams& p, const KeyCta& c, const Window* tab, int warp,
+                       int lane, RowPartners& rp, WarpTileTest& wt) {
+  key_row_partners(p, tab, warp, lane, rp);
+  const int base[3] = {0, 1 << p.ts.klog[0], (1 << p.ts.klog[0]) + (1 << p.ts.klog[1])};
   int ta[3], tz[3];
   split_row(16 * warp, p.ts.klog, ta);
   split_row(16 * warp + 15, p.ts.klog, tz);

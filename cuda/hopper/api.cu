@@ -1,7 +1,7 @@
 // Entry points of the Hopper family (cuda/common/families.h).
 //
-// Forward and backward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 64 and 128, the forward
-// also at 256; the backward is deterministic (key-stationary dK/dV, query-stationary dQ, no
+// Forward and backward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 64, 128 and 256; the
+// backward is deterministic (key-stationary dK/dV, query-stationary dQ, no
 // atomics, no workspace). The forward's out is exact as returned (non-finite chunks repaired in
 // the kernel, or by its own repair launch); the backward's needs the caller's repair launch
 // (repair::bwd).
@@ -17,6 +17,11 @@
 namespace jax_na {
 namespace hopper {
 namespace {
+
+bool supported(const Problem& pr) {
+  return (pr.dtype == DType::kF16 || pr.dtype == DType::kBF16) &&
+         (pr.head_dim == 64 || pr.head_dim == 128 || pr.head_dim == 256);
+}
 
 // The kernels are sm_90a code: the device running the stream's work (dev) must be compute 9.0.
 bool on_sm90(DeviceInfo& dev) {
@@ -34,10 +39,8 @@ cudaError_t launch_bwd(const fused::KernelParams& p, int head_dim, cudaStream_t 
 }  // namespace
 
 cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
-  if (pr.dtype != DType::kF16 && pr.dtype != DType::kBF16) return cudaErrorNotSupported;
-  if (pr.head_dim != 64 && pr.head_dim != 128 && pr.head_dim != 256) return cudaErrorNotSupported;
   DeviceInfo dev;
-  if (!on_sm90(dev)) return cudaErrorNotSupported;
+  if (!supported(pr) || !on_sm90(dev)) return cudaErrorNotSupported;
   fused::KernelParams p;
   const cudaError_t e = fused::make_fwd_params(pr, a, p);
   if (e != cudaSuccess || p.batch == 0) return e;
@@ -50,10 +53,8 @@ cudaError_t fwd(const Problem& pr, const FwdArgs& a, cudaStream_t stream) {
 size_t bwd_workspace_bytes(const Problem&) { return 0; }
 
 cudaError_t bwd(const Problem& pr, const BwdArgs& a, cudaStream_t stream) {
-  if (pr.dtype != DType::kF16 && pr.dtype != DType::kBF16) return cudaErrorNotSupported;
-  if (pr.head_dim != 64 && pr.head_dim != 128) return cudaErrorNotSupported;
   DeviceInfo dev;
-  if (!on_sm90(dev)) return cudaErrorNotSupported;
+  if (!supported(pr) || !on_sm90(dev)) return cudaErrorNotSupported;
   fused::KernelParams p;
   const cudaError_t e = fused::make_bwd_params(pr, a, p);
   if (e != cudaSuccess || p.batch == 0) return e;

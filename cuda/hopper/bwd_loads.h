@@ -14,17 +14,22 @@
 namespace jax_na {
 namespace hopper {
 
-// The tile shape of both backward kernels: one warpgroup, 64 stationary rows (the wgmma M)
-// against iterated tiles of 64 rows, in the 128-byte-swizzled layout; two CTAs per SM.
+// The tile shape of both backward kernels: 64 stationary rows (the wgmma M) against iterated
+// tiles of 64 rows, in the 128-byte-swizzled layout. Up to head_dim 128 one warpgroup, two CTAs
+// per SM. At 256 one accumulator of 64 x 256 fp32 (128 registers a thread, two in dK/dV) does
+// not fit beside S and dP: two warpgroups share the tiles, each computes S and dP in full and
+// owns one 128-column half of the accumulated outputs (kOut columns), one CTA per SM.
 template <int D>
 struct BwdTiles {
-  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
-  static constexpr int kThreads = 128;
+  static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
+  static constexpr int kWarpgroups = D > 128 ? 2 : 1;
+  static constexpr int kOut = D / kWarpgroups;
+  static constexpr int kThreads = 128 * kWarpgroups;
   static constexpr int kRows = 64;
   static constexpr int kCols = 64;
   static constexpr int kLogRows = 6;
   static constexpr int kLogCols = 6;
-  static constexpr int kMinBlocks = 2;
+  static constexpr int kMinBlocks = D > 128 ? 1 : 2;
   using Tile = GmmaTile<64, D>;
 };
 

@@ -1,4 +1,4 @@
-// Shared body of bwd_{dq,dkdv}_{f16,bf16}.cu: the backward launchers for head_dim 64 and 128.
+// Shared body of bwd_{dq,dkdv}_{f16,bf16}.cu: the backward launchers for head_dim 64, 128, 256.
 // Each of those files includes its kernel header, then this one, and invokes
 // JAX_NA_HOPPER_INSTANTIATE_BWD once.
 #pragma once
@@ -34,7 +34,7 @@ cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::Ker
 }  // namespace hopper
 }  // namespace jax_na
 
-// Define hopper::LAUNCH<T> (declared in launch.h) for head_dim 64 and 128: CONFIG<T, D> gives the
+// Define hopper::LAUNCH<T> (declared in launch.h) for head_dim 64, 128, 256: CONFIG<T, D> gives the
 // tile configuration, KERNEL<T, D, kTma> the kernel, STATIONARY (kQuery or kKey) the stationary
 // side, MAKE_MAPS the tensor maps of the tiles it loads.
 #define JAX_NA_HOPPER_INSTANTIATE_BWD(LAUNCH, CONFIG, KERNEL, T, STATIONARY, MAKE_MAPS)      \
@@ -50,6 +50,9 @@ cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::Ker
     if (head_dim == 128)                                                                     \
       return launch_bwd_tiles<CONFIG<T, 128>, S>(KERNEL<T, 128, true>, KERNEL<T, 128, false>, \
                                                  p, 128, bf16, MAKE_MAPS, stream);           \
+    if (head_dim == 256)                                                                     \
+      return launch_bwd_tiles<CONFIG<T, 256>, S>(KERNEL<T, 256, true>, KERNEL<T, 256, false>, \
+                                                 p, 256, bf16, MAKE_MAPS, stream);           \
     return cudaErrorNotSupported;                                                            \
   }                                                                                          \
   }                                                                                          \

@@ -3,7 +3,9 @@
 // group is looped inside the CTA; no atomics).
 //
 // CTA: one warpgroup (4 warps, 128 threads) per key tile of 64 positions (shape 2^klog) of one
-// (batch, kv head, dilation group); warp w owns key rows 16w..16w+15. K and V stay in shared
+// (batch, kv head, dilation group); warp w owns key rows 16w..16w+15. At head_dim 256 two
+// warpgroups, both computing S^T and dP^T, warpgroup g accumulating columns [128 g, 128 g + 128)
+// of dK and dV (bwd_loads.h). K and V stay in shared
 // memory. Loop over the G query heads of the group and, per head, over the 64-query tiles
 // (shape 2^qlog) covering the tile's inverse neighbourhood, double-buffered (Q and dO as TMA
 // boxes (kTma) or cp.async gathers into 128-byte-swizzled tiles; lse and delta by cp.async).
@@ -13,8 +15,8 @@
 //   dV += P^T dO  (wgmma m64nDk16, P^T from registers, dO MN-major), issued at once, so it runs
 //   under dS^T = P^T (dP^T - delta);  dK += dS^T Q  (the same form). At head_dim 64 dK runs
 //   on under the next tile's start, whose S^T and dP^T are issued before the last tile's slots
-//   are refilled (at 128 its A fragments would not fit the registers there).
-// Two CTAs per SM. Epilogue: dK * scale and dV, staged as T, 16-byte stores.
+//   are refilled (at 128 and 256 its A fragments would not fit the registers there).
+// Two CTAs per SM (one at head_dim 256). Epilogue: dK * scale and dV, staged as T, 16-byte stores.
 #pragma once
 
 #include <cmath>
@@ -57,7 +59,7 @@ struct BwdDkdvConfig : BwdTiles<D> {
 
 // kTma: maps holds the Q and dO tensor maps of the query tiles (tma.h), else it is unused.
 template <typename T, int D, bool kTma>
-__global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
+__global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T, D>::kMinBlocks)
     hopper_bwd_dkdv_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
 #if JAX_NA_WGMMA
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
@@ -66,13 +68,18 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
   using Tile = typename Cfg::Tile;
   constexpr int NC = Cfg::kCols;
   constexpr int NT = NC / 8;
-  constexpr int ND = D / 8;
+  constexpr int NTH = Cfg::kThreads, DO = Cfg::kOut;
   constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
   extern __shared__ char smem_raw[];
   const AlignedSmem sm = align_smem_1024(smem_raw);
   const uint32_t sK = sm.addr, sV = sK + Cfg::kV, sQ = sK + Cfg::kQ, sdO = sK + Cfg::kDO;
   const uint32_t sL = sK + Cfg::kL, sDl = sK + Cfg::kDl;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int tid = threadIdx.x, lane = tid & 31;
+  // The warp's row block, and its warpgroup's output columns: broadcast from lane 0, so the
+  // compiler keeps the column offset of the dV/dK descriptors warp-uniform.
+  const int wg = Cfg::kWarpgroups > 1 ? __shfl_sync(0xffffffffu, tid >> 7, 0) : 0;
+  const int warp = (tid >> 5) - 4 * wg;
+  const uint32_t out_cols = uint32_t(wg * (DO / 64) * Tile::kBlockBytes) >> 4;  // 16-byte units
 
   KeyCta c;
   if (!setup_key_cta(p, c)) return;
@@ -88,10 +95,10 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
   {
     const char* src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
     const uint32_t dst[2] = {sK, sV};
-    load_rows_async<64, D, 128, Tile>(src, dst, k_off, tid);
+    load_rows_async<64, D, NTH, Tile>(src, dst, k_off, tid);
   }
   cp_async_commit();
-  for (int e = tid; e < table_entries(p.ts.klog); e += 128) tab[e] = key_inverse_entry(p, c, e);
+  for (int e = tid; e < table_entries(p.ts.klog); e += NTH) tab[e] = key_inverse_entry(p, c, e);
   if (tid < NC) delta[tid] = tile_row_delta(p, p.ts.qlog, tid);
   SlotBarriers<kTma> bars;
   bars.init(sK + Cfg::kBar, tid);
@@ -109,7 +116,7 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
       }
     } else {
       const GatherTile g{gr.base * kRowBytes, gr.stride * kRowBytes, gr.valid};
-      load_gather_async<NC, D, 128, Tile>(qdo_src, dst, delta, g, tid);
+      load_gather_async<NC, D, NTH, Tile>(qdo_src, dst, delta, g, tid);
     }
     load_query_stats<NC>(p, gr, delta, sL + slot * Cfg::kStats, sDl + slot * Cfg::kStats, tid);
   };
@@ -126,7 +133,7 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
   key_rows(p, c, tab, warp, lane, rp, wt);
   const uint64_t dk_desc = Tile::k_major(sK), dv_desc = Tile::k_major(sV);
 
-  float dk[ND][4], dv[ND][4];  // set by the first tile's MMAs
+  float dk[DO / 8][4], dv[DO / 8][4];  // set by the first tile's MMAs
 
   // Query tile it: wait for its slots, issue S^T and dP^T, then wait for dK of tile it - 1
   // (if still running) and refill the other slots.
@@ -153,8 +160,12 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
     wgmma_wait<0>();
     fence_acc(s);
     fence_acc(dp);
-    if (!wt.inside(tb, p.ts.qlog))
+    if (!wt.inside(tb, p.ts.qlog)) {
+      // At head_dim 256 the rows' intervals are read again here instead of held through the
+      // loop: holding them spilled 24 bytes (ptxas).
+      if constexpr (D > 128) key_row_partners(p, tab, warp, lane, rp);
       mask_tile(s, rp, tb, p.ts.qlog, p.rep_q12, p.rep_q2, lane, -INFINITY);
+    }
     float dl[NT][2];  // delta of the thread's columns 8n + 2 (lane % 4) + {0, 1}
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
@@ -169,7 +180,7 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
     uint32_t pa[NT / 2][4];
     pack_a<T, NT / 2>(s, pa);
     wgmma_fence();
-    gemm_rs_ab<T, D, NT / 2, Tile>(dv, pa, Tile::mn_major(do_tile), it > 0);
+    gemm_rs_ab<T, DO, NT / 2, Tile>(dv, pa, desc_plus(Tile::mn_major(do_tile), out_cols), it > 0);
     wgmma_commit();
 #pragma unroll
     for (int n = 0; n < NT; ++n)
@@ -178,9 +189,9 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
     uint32_t da[NT / 2][4];
     pack_a<T, NT / 2>(dp, da);
     wgmma_fence();
-    gemm_rs_ab<T, D, NT / 2, Tile>(dk, da, Tile::mn_major(q_tile), it > 0);
+    gemm_rs_ab<T, DO, NT / 2, Tile>(dk, da, desc_plus(Tile::mn_major(q_tile), out_cols), it > 0);
     wgmma_commit();
-    // dV is done; dK runs on into the next tile, except at D = 128, where holding its A
+    // dV is done; dK runs on into the next tile, except at D >= 128, where holding its A
     // fragments there would spill (ptxas).
     if constexpr (Cfg::kDeferDk) {
       wgmma_wait<1>();
@@ -201,11 +212,11 @@ __global__ void __launch_bounds__(128, BwdDkdvConfig<T, D>::kMinBlocks)
   const float scl[2] = {p.scale, p.scale};
   cp_async_wait<0>();  // nothing may still land in the staging tiles
   __syncthreads();
-  stage_rows<T, D>(dk, scl, sK, 16 * warp, lane);
-  stage_rows<T, D>(dv, one, sV, 16 * warp, lane);
+  stage_rows<T, DO, D>(dk, scl, sK, 16 * warp, lane, wg * DO / 8);
+  stage_rows<T, DO, D>(dv, one, sV, 16 * warp, lane, wg * DO / 8);
   __syncthreads();
-  store_rows<T, 64, D, 128>(static_cast<char*>(p.dk), sK, k_off, tid, p.nonfinite);
-  store_rows<T, 64, D, 128>(static_cast<char*>(p.dv), sV, k_off, tid, p.nonfinite);
+  store_rows<T, 64, D, NTH>(static_cast<char*>(p.dk), sK, k_off, tid, p.nonfinite);
+  store_rows<T, 64, D, NTH>(static_cast<char*>(p.dv), sV, k_off, tid, p.nonfinite);
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
 #endif

@@ -3,7 +3,8 @@
 // atomics); recomputes S.
 //
 // CTA: one warpgroup (4 warps, 128 threads) per query tile of 64 positions (shape 2^qlog) of one
-// (batch, head, dilation group). Q and dO stay in shared memory; the CTA walks the key/value
+// (batch, head, dilation group); at head_dim 256 two, both computing S and dP, warpgroup g
+// accumulating columns [128 g, 128 g + 128) of dQ (bwd_loads.h). Q and dO stay in shared memory; the CTA walks the key/value
 // tiles (64 keys, shape 2^klog) covering the box of the tile's windows, loaded as TMA boxes
 // (kTma) or gathered with cp.async into 128-byte-swizzled tiles, double-buffered; dQ += dS K of a
 // tile runs under the next tile's start, whose S and dP are issued before the slots of the last
@@ -11,7 +12,7 @@
 //   S = Q K^T and dP = dO V^T  (wgmma m64n64k16, every operand from shared memory);
 //   P = exp(S - lse), masked like the forward (only in warps whose rows do not all see the tile);
 //   dS = P (dP - delta);  dQ += dS K  (wgmma m64nDk16, dS from registers, K MN-major).
-// Two CTAs per SM: one's elementwise work runs under the other's MMAs. Epilogue: dQ * scale,
+// Two CTAs per SM (one at head_dim 256): one's elementwise work runs under the other's MMAs. Epilogue: dQ * scale,
 // staged as T, 16-byte stores. Launched dependent on the dK/dV kernel (programmatic dependent
 // launch, which needs nothing that kernel writes): every CTA waits for it before exiting.
 #pragma once
@@ -53,7 +54,7 @@ struct BwdDqConfig : BwdTiles<D> {
 
 // kTma: maps holds the K and V tensor maps of the tiles (tma.h), else it is unused.
 template <typename T, int D, bool kTma>
-__global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
+__global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads, BwdDqConfig<T, D>::kMinBlocks)
     hopper_bwd_dq_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
 #if JAX_NA_WGMMA
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
@@ -61,13 +62,17 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   using Cfg = BwdDqConfig<T, D>;
   using Tile = typename Cfg::Tile;
   constexpr int NT = Cfg::kCols / 8;
-  constexpr int ND = D / 8;
+  constexpr int NTH = Cfg::kThreads, DO = Cfg::kOut;
   constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
   extern __shared__ char smem_raw[];
   const AlignedSmem sm = align_smem_1024(smem_raw);
   const uint32_t sQ = sm.addr, sdO = sQ + Cfg::kDO, sK = sQ + Cfg::kK, sV = sQ + Cfg::kV;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int row0 = 16 * warp;
+  const int tid = threadIdx.x, lane = tid & 31;
+  // The warp's row block, and its warpgroup's dQ columns: broadcast from lane 0, so the
+  // compiler keeps the column offset of the dQ descriptor warp-uniform.
+  const int wg = Cfg::kWarpgroups > 1 ? __shfl_sync(0xffffffffu, tid >> 7, 0) : 0;
+  const int warp = (tid >> 5) - 4 * wg, row0 = 16 * warp;
+  const uint32_t out_cols = uint32_t(wg * (DO / 64) * Tile::kBlockBytes) >> 4;  // 16-byte units
 
   QueryCta c;
   if (!setup_query_cta(p, c)) {
@@ -86,10 +91,10 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   {
     const char* src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
     const uint32_t dst[2] = {sQ, sdO};
-    load_rows_async<64, D, 128, Tile>(src, dst, q_off, tid);
+    load_rows_async<64, D, NTH, Tile>(src, dst, q_off, tid);
   }
   cp_async_commit();
-  for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
+  for (int e = tid; e < table_entries(p.ts.qlog); e += NTH) tab[e] = query_window_entry(p, c, e);
   if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
   SlotBarriers<kTma> bars;
   bars.init(sQ + Cfg::kBar, tid);
@@ -106,7 +111,7 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
       }
     } else {
       const GatherTile g = kv_gather(p, c, tb, kvh, kRowBytes);
-      load_gather_async<64, D, 128, Tile>(kv_src, dst, delta, g, tid);
+      load_gather_async<64, D, NTH, Tile>(kv_src, dst, delta, g, tid);
     }
   };
   TileWalker walk;
@@ -122,7 +127,7 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   query_row_stats(p, c, row0, lane, head, lse2, dl);
   const uint64_t dq_desc = Tile::k_major(sQ), ddo_desc = Tile::k_major(sdO);
 
-  float dq[ND][4];  // set by the first tile's dQ MMA
+  float dq[DO / 8][4];  // set by the first tile's dQ MMA
 
   // Tile j: wait for its slots, issue S_j and dP_j, then wait for dQ_{j-1} (issued last
   // iteration, so it ran under this one's start) and refill its slots with tile j + 1.
@@ -153,7 +158,7 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
     uint32_t ds[NT / 2][4];
     pack_a<T, NT / 2>(s, ds);
     wgmma_fence();
-    gemm_rs_ab<T, D, NT / 2, Tile>(dq, ds, Tile::mn_major(k_tile), j > 0);
+    gemm_rs_ab<T, DO, NT / 2, Tile>(dq, ds, desc_plus(Tile::mn_major(k_tile), out_cols), j > 0);
     wgmma_commit();
     tb[0] = tn[0], tb[1] = tn[1], tb[2] = tn[2];
   }
@@ -164,9 +169,9 @@ __global__ void __launch_bounds__(128, BwdDqConfig<T, D>::kMinBlocks)
   const float mul[2] = {p.scale, p.scale};
   cp_async_wait<0>();  // nothing may still land in the staging tile
   __syncthreads();
-  stage_rows<T, D>(dq, mul, sQ, row0, lane);
+  stage_rows<T, DO, D>(dq, mul, sQ, row0, lane, wg * DO / 8);
   __syncthreads();
-  store_rows<T, 64, D, 128>(static_cast<char*>(p.dq), sQ, q_off, tid, p.nonfinite);
+  store_rows<T, 64, D, NTH>(static_cast<char*>(p.dq), sQ, q_off, tid, p.nonfinite);
   wait_for_primary();  // the grid ends after dK/dV's: what follows on the stream may read both
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere

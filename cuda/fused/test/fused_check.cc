@@ -711,6 +711,10 @@ int main(int argc, char** argv) {
         mk("3d B2 7x9x12 k3,5,5 s1,2,1", 3, 2, {7, 9, 12}, 2, 2, 64, {3, 5, 5}, {1, 2, 1}, {1}, {0}, BF),
         mk("1d B2 L230 k7 d20", 1, 2, {230}, 2, 1, 128, {7}, {1}, {20}, {0}, F16),
     };
+    if (g_fwd == hopper_or_fused_fwd) {  // head_dim 256: Hopper kernels only (TMA; cp.async)
+      cases.push_back(mk("2d 20x24 k5,7 s1,2 c D256", 2, 1, {20, 24}, 2, 2, 256, {5, 7}, {1, 2}, {1}, {1, 0}, BF));
+      cases.push_back(mk("1d B2 L230 k7 d20 gqa4/2 D256", 1, 2, {230}, 4, 2, 256, {7}, {1}, {20}, {0}, F16));
+    }
     for (auto& c : cases)
       if (only.empty() || c.name.find(only) != std::string::npos) run_case(c);
   }
@@ -731,6 +735,8 @@ int main(int argc, char** argv) {
     bench(mk("A3 30x48x80 k18,24,24 H24", 3, 1, {30, 48, 80}, 24, 24, 128, {18, 24, 24}, {1}, {1}, {0}, BF), false, 3);
     bench(mk("A3s 30x48x80 k18,24,24 s16,8,8", 3, 1, {30, 48, 80}, 24, 24, 128, {18, 24, 24}, {16, 8, 8}, {1}, {0}, BF), false, 3);
     bench(mk("A1s 1d L32768 k2048 s256 D128", 1, 1, {32768}, 1, 1, 128, {2048}, {256}, {1}, {0}, BF), false, 10);
+    if (g_fwd == hopper_or_fused_fwd)
+      bench(mk("d256 2d 64x64 k13 H8 B4", 2, 4, {64, 64}, 8, 8, 256, {13}, {1}, {1}, {0}, BF), true, 20);
   }
 
   printf("\n%-30s %10s %8s %10s %10s %8s %8s\n", "problem (bf16)", "fwd ms", "fwd TF", "bwd ms", "f+b ms", "f+b TF", "check");
