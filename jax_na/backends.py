@@ -19,7 +19,10 @@ BACKENDS = (REFERENCE,) + _native.CPU_FAMILIES + _native.CUDA_FAMILIES
 TENSOR_CORE_HEAD_DIMS = (32, 64, 128)
 # cuda-hopper's wgmma kernels: f16/bf16 at these head dims; other problems go to cuda-fused (or,
 # at head dims it lacks, cuda-naive).
-HOPPER_HEAD_DIMS = (64, 128, 256)
+HOPPER_HEAD_DIMS = (32, 64, 128, 256)
+# backend=None keeps cuda-fused at these: at head_dim 32 the Hopper forward is no faster and its
+# backward faster only on large windows (NOTES.md); the tuning cache picks per problem.
+FUSED_FIRST_HEAD_DIMS = (32,)
 
 
 def _hopper_runs(dtype, head_dim: int) -> bool:
@@ -70,14 +73,15 @@ def family_for(platform: str, backend: str, dtype, head_dim: int) -> str | None:
     elif platform == "cuda":
         if backend == AUTO:
             fused_ok = jnp.dtype(dtype) != jnp.dtype(jnp.float32) and head_dim in TENSOR_CORE_HEAD_DIMS
-            hopper_ok = _hopper_runs(dtype, head_dim) and _native.runs_here("cuda-hopper")
+            hopper_ok = (_hopper_runs(dtype, head_dim) and head_dim not in FUSED_FIRST_HEAD_DIMS
+                         and _native.runs_here("cuda-hopper"))
             for family in (("cuda-hopper",) if hopper_ok else ()) + (("cuda-fused",) if fused_ok else ()) + (
                     "cuda-naive",):
                 if _native.has_family(family):
                     return family
             return None
         if backend == "cuda-hopper" and not _hopper_runs(dtype, head_dim):
-            backend = "cuda-fused"  # f32, head_dim 32 (and other head dims, below)
+            backend = "cuda-fused"  # f32 (and other head dims, below)
         if backend in ("cuda-gemm", "cuda-fused") and head_dim not in TENSOR_CORE_HEAD_DIMS:
             return "cuda-naive"  # tiled families are built for these head dims only
         if backend.startswith("cuda-"):

@@ -235,7 +235,7 @@ def test_default_backend_resolution():
 def test_cuda_routing_table(monkeypatch):
     """Which family each CUDA problem lowers to, with every family built and an sm_90 GPU
     (faked): backend=None prefers cuda-hopper for f16/bf16 at head_dim 64/128/256, cuda-fused for
-    the other tensor-core cases, cuda-naive otherwise; explicit choices
+    the other tensor-core cases (head_dim 32: the Hopper kernels only when chosen or tuned), cuda-naive otherwise; explicit choices
     route what a family lacks, and cuda-hopper is refused on other GPUs with the reason."""
     from jax_na import _native, backends
     monkeypatch.setattr(_native, "has_family", lambda f: True)
@@ -250,7 +250,7 @@ def test_cuda_routing_table(monkeypatch):
     assert route(backends.AUTO, bf16, 40) == "cuda-naive"
     assert route("cuda-hopper", bf16, 64) == "cuda-hopper"
     assert route("cuda-hopper", f32, 128) == "cuda-fused"
-    assert route("cuda-hopper", bf16, 32) == "cuda-fused"
+    assert route("cuda-hopper", bf16, 32) == "cuda-hopper"
     assert route("cuda-hopper", bf16, 40) == "cuda-naive"
     assert route(backends.AUTO, bf16, 256) == "cuda-hopper"
     assert route("cuda-hopper", f16, 256) == "cuda-hopper"

@@ -20,7 +20,7 @@ namespace {
 
 bool supported(const Problem& pr) {
   return (pr.dtype == DType::kF16 || pr.dtype == DType::kBF16) &&
-         (pr.head_dim == 64 || pr.head_dim == 128 || pr.head_dim == 256);
+         (pr.head_dim == 32 || pr.head_dim == 64 || pr.head_dim == 128 || pr.head_dim == 256);
 }
 
 // The kernels are sm_90a code: the device running the stream's work (dev) must be compute 9.0.

@@ -1,4 +1,4 @@
-// Hopper backward dK/dV, bf16: instantiations for head_dim 64 and 128.
+// Hopper backward dK/dV, bf16: instantiations for head_dim 32, 64, 128 and 256.
 #include "kernel_bwd_dkdv.h"
 #include "instantiate_bwd.h"
 

@@ -1,4 +1,4 @@
-// Hopper backward dQ, f16: instantiations for head_dim 64 and 128.
+// Hopper backward dQ, f16: instantiations for head_dim 32, 64, 128 and 256.
 #include "kernel_bwd_dq.h"
 #include "instantiate_bwd.h"
 

@@ -21,7 +21,7 @@ namespace hopper {
 // owns one 128-column half of the accumulated outputs (kOut columns), one CTA per SM.
 template <int D>
 struct BwdTiles {
-  static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
+  static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head_dim 32, 64, 128 or 256");
   static constexpr int kWarpgroups = D > 128 ? 2 : 1;
   static constexpr int kOut = D / kWarpgroups;
   static constexpr int kThreads = 128 * kWarpgroups;

@@ -1,4 +1,4 @@
-// Hopper forward, bf16: instantiations for head_dim 64, 128 and 256.
+// Hopper forward, bf16: instantiations for head_dim 32, 64, 128 and 256.
 #include "kernel_fwd.h"
 #include "kernel_fwd_ws.h"
 #include "instantiate.h"

@@ -1,4 +1,4 @@
-// Shared body of fwd_{f16,bf16}.cu: the forward launcher for head_dim 64, 128 and 256. Each of
+// Shared body of fwd_{f16,bf16}.cu: the forward launcher for head_dim 32, 64, 128 and 256. Each of
 // those files includes kernel_fwd.h, then this one, and invokes JAX_NA_HOPPER_INSTANTIATE_FWD
 // once.
 #pragma once
@@ -128,6 +128,7 @@ cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelPa
   template <>                                                                                  \
   cudaError_t launch_fwd<T>(const Problem& pr, const FwdArgs& a, fused::KernelParams p,        \
                             int head_dim, int sms, cudaStream_t stream) {                      \
+    if (head_dim == 32) return launch_fwd_impl<T, 32>(pr, a, p, sms, stream);                  \
     if (head_dim == 64) return launch_fwd_impl<T, 64>(pr, a, p, sms, stream);                  \
     if (head_dim == 128) return launch_fwd_impl<T, 128>(pr, a, p, sms, stream);                \
     if (head_dim == 256) return launch_fwd_impl<T, 256>(pr, a, p, sms, stream);                \

@@ -1,4 +1,4 @@
-// Shared body of bwd_{dq,dkdv}_{f16,bf16}.cu: the backward launchers for head_dim 64, 128, 256.
+// Shared body of bwd_{dq,dkdv}_{f16,bf16}.cu: the backward launchers for head_dim 32 to 256.
 // Each of those files includes its kernel header, then this one, and invokes
 // JAX_NA_HOPPER_INSTANTIATE_BWD once.
 #pragma once
@@ -34,7 +34,7 @@ cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::Ker
 }  // namespace hopper
 }  // namespace jax_na
 
-// Define hopper::LAUNCH<T> (declared in launch.h) for head_dim 64, 128, 256: CONFIG<T, D> gives the
+// Define hopper::LAUNCH<T> (declared in launch.h) for head_dim 32 to 256: CONFIG<T, D> gives the
 // tile configuration, KERNEL<T, D, kTma> the kernel, STATIONARY (kQuery or kKey) the stationary
 // side, MAKE_MAPS the tensor maps of the tiles it loads.
 #define JAX_NA_HOPPER_INSTANTIATE_BWD(LAUNCH, CONFIG, KERNEL, T, STATIONARY, MAKE_MAPS)      \
@@ -44,6 +44,9 @@ cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::Ker
   cudaError_t LAUNCH<T>(fused::KernelParams p, int head_dim, cudaStream_t stream) {          \
     constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;                             \
     constexpr auto S = fused::Stationary::STATIONARY;                                        \
+    if (head_dim == 32)                                                                      \
+      return launch_bwd_tiles<CONFIG<T, 32>, S>(KERNEL<T, 32, true>, KERNEL<T, 32, false>, p, \
+                                                32, bf16, MAKE_MAPS, stream);                \
     if (head_dim == 64)                                                                      \
       return launch_bwd_tiles<CONFIG<T, 64>, S>(KERNEL<T, 64, true>, KERNEL<T, 64, false>, p, \
                                                 64, bf16, MAKE_MAPS, stream);                \

@@ -35,7 +35,7 @@ using fused::KernelParams;
 
 template <typename T, int D>
 struct FwdConfig {
-  static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
+  static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head_dim 32, 64, 128 or 256");
   static constexpr int kThreads = 128;
   static constexpr int kRows = 64;  // queries per CTA (one wgmma M)
   static constexpr int kCols = 64;  // keys per key/value tile (the S wgmma's N)

@@ -51,7 +51,7 @@ struct TileSlot {
 
 template <typename T, int D, int BN>
 struct WsConfig {
-  static_assert(D == 64 || D == 128 || (D == 256 && BN == 64), "head_dim 64, 128 or 256");
+  static_assert(D == 32 || D == 64 || D == 128 || (D == 256 && BN == 64), "head_dim 32 to 256");
   static constexpr int kConsumers = 2;
   static constexpr int kThreads = 128 * kConsumers + 128;  // + the producer warpgroup
   // Registers per thread after setmaxnreg: 128 x 48 + 256 x 224 <= 384 x 168 (the launch's
@@ -194,7 +194,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
       const int half = g << (pick3(p.ts.qlog, d) - 1);
       const int qb[3] = {cq.qb[0] + (d == 0 ? half : 0), cq.qb[1] + (d == 1 ? half : 0),
                          cq.qb[2] + (d == 2 ? half : 0)};
-      tma_load_tile<QT, D>(&maps.q, q_buffer(i) + g * 64 * 128, full_q + q_bar(i), p,
+      tma_load_tile<QT, D>(&maps.q, q_buffer(i) + g * 64 * QT::kSwizzle, full_q + q_bar(i), p,
                            cq.cta.b, cq.cta.grp, qb, cq.cta.head);
     }
   };
@@ -315,7 +315,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     mbar_wait(full_q + q_bar(i), q_parity(i));
 
     Consumer<T, D, Cfg::kRows, BN> cs;
-    cs.init(p, c, tab, sQ + wg * 64 * 128, row0, lane);
+    cs.init(p, c, tab, sQ + wg * 64 * QT::kSwizzle, row0, lane);
     WarpTileTest gt;  // the warpgroup's 64 rows: which tiles it computes
     query_warp_test(p, c, tab, 64 * wg, 64, gt);
     int pv_slot = 0;  // V slot of the tile whose P V is pending, and the parity of that use

@@ -1,12 +1,14 @@
-// Shared tiles in the canonical 128-byte-swizzled layout of wgmma operands.
+// Shared tiles in the canonical swizzled layouts of wgmma operands: 128-byte swizzle, or 64-byte
+// swizzle at head_dim 32 (rows of 64 bytes).
 //
-// A ROWS x D tile of 16-bit elements is stored as D/64 column blocks of ROWS rows x 128 bytes;
-// inside a block, 16-byte chunk c of row r sits at chunk c ^ (r % 8) (the hardware's 128-byte
-// swizzle, so tile bases must be 1024-byte aligned). The same bytes serve as
-//   - a K-major operand (Q or K: rows = M/N, columns = K): 8-row groups 1024 bytes apart (SBO),
+// A ROWS x D tile of 16-bit elements is stored as column blocks of ROWS rows x W bytes (W = 128,
+// or 64 at D = 32: one block); inside a block, 16-byte chunk c of row r sits at chunk
+// c ^ (r % 8) (128 B) or c ^ ((r / 2) % 4) (64 B): the hardware's swizzles, which TMA writes and
+// wgmma reads (tile bases 1024-byte aligned). The same bytes serve as
+//   - a K-major operand (Q or K: rows = M/N, columns = K): 8-row groups 8 W bytes apart (SBO),
 //     a 16-column k-step is a 32-byte move inside a block, or a jump to the next block;
-//   - an MN-major operand (V: rows = K, columns = N): 8-row groups 1024 bytes apart (SBO),
-//     column blocks ROWS * 128 bytes apart (LBO), a 16-row k-step is 2048 bytes.
+//   - an MN-major operand (V: rows = K, columns = N): 8-row groups 8 W bytes apart (SBO),
+//     column blocks ROWS * W bytes apart (LBO), a 16-row k-step is 16 W bytes.
 #pragma once
 
 #include <cstdint>
@@ -30,27 +32,37 @@ __device__ __forceinline__ uint64_t desc_plus_here(uint64_t d, uint32_t units) {
 
 template <int ROWS, int D>
 struct GmmaTile {
-  static_assert(D % 64 == 0, "column blocks of 64 16-bit elements");
+  static_assert(D == 32 || D % 64 == 0, "column blocks of 64 16-bit elements, or one of 32");
   static_assert(ROWS % 8 == 0, "whole 8-row swizzle atoms");
-  static constexpr int kChunks = D / 8;            // 16-byte chunks per row
-  static constexpr int kBlockBytes = ROWS * 128;   // one 64-column block
+  static constexpr int kSwizzle = D == 32 ? 64 : 128;  // bytes per row of a column block
+  static constexpr int kBlockCols = kSwizzle / 2;      // elements per row of a column block
+  static constexpr int kChunks = D / 8;                // 16-byte chunks per row
+  static constexpr int kBlockBytes = ROWS * kSwizzle;  // one column block
   static constexpr int kBytes = ROWS * D * 2;
 
   static __device__ __forceinline__ uint32_t offset(int row, int chunk) {
-    return uint32_t((chunk >> 3) * kBlockBytes + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
+    constexpr int kLogC = kSwizzle == 128 ? 3 : 2;  // log2 of the chunks per block row
+    const int sw = kSwizzle == 128 ? (row & 7) : ((row >> 1) & 3);
+    return uint32_t((chunk >> kLogC) * kBlockBytes + row * kSwizzle +
+                    (((chunk & ((1 << kLogC) - 1)) ^ sw) << 4));
   }
   // Descriptors: desc(base) once, then plus a compile-time step per k-slice (a 16-byte-unit
   // add to the start address, which stays below 2^18 bytes, so no carry leaves its field).
-  // K-major operand (rows = M or N, columns = K): 8-row groups 1024 bytes apart.
-  static __device__ __forceinline__ uint64_t k_major(uint32_t base) { return sw128_desc(base, 16, 1024); }
+  // K-major operand (rows = M or N, columns = K): 8-row groups 8 W bytes apart.
+  static __device__ __forceinline__ uint64_t k_major(uint32_t base) {
+    return swizzled_desc<kSwizzle>(base, 16, 8 * kSwizzle);
+  }
   // Columns [16 ks, 16 ks + 16) of a K-major operand.
-  static __host__ __device__ constexpr uint32_t k_step(int ks) { return uint32_t(((ks >> 2) * kBlockBytes + (ks & 3) * 32) >> 4); }
+  static __host__ __device__ constexpr uint32_t k_step(int ks) {
+    constexpr int kSteps = kBlockCols / 16;  // k-steps per column block
+    return uint32_t(((ks / kSteps) * kBlockBytes + (ks % kSteps) * 32) >> 4);
+  }
   // MN-major operand (rows = K, columns = N): column blocks kBlockBytes apart.
   static __device__ __forceinline__ uint64_t mn_major(uint32_t base) {
-    return sw128_desc(base, kBlockBytes, 1024);
+    return swizzled_desc<kSwizzle>(base, kBlockBytes, 8 * kSwizzle);
   }
   // Rows [16 kk, 16 kk + 16) of an MN-major operand.
-  static __host__ __device__ constexpr uint32_t mn_step(int kk) { return uint32_t(kk * 2048 >> 4); }
+  static __host__ __device__ constexpr uint32_t mn_step(int kk) { return uint32_t(kk * 16 * kSwizzle >> 4); }
 };
 
 }  // namespace hopper

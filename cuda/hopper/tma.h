@@ -1,9 +1,9 @@
 // Tensor Memory Accelerator (TMA) loads and shared-memory mbarriers for the Hopper family.
 //
 // The key/value tiles are multi-dimensional boxes of the [batch * L0, L1, L2, heads_kv, D]
-// tensors (rank 5, D fastest; dilation as the box's element stride), so one TMA per 64 columns
-// of D brings a whole tile into the 128-byte-swizzled layout of smem_layout.h, with zeros
-// outside the tensor. One thread issues the copies; every thread waits on the tile's mbarrier.
+// tensors (rank 5, D fastest; dilation as the box's element stride), so one TMA per column
+// block of D (64 columns, or all 32 at head_dim 32) brings a whole tile into the swizzled layout
+// of smem_layout.h, with zeros outside the tensor. One thread issues the copies; every thread waits on the tile's mbarrier.
 #pragma once
 
 #include <cstdint>
@@ -81,7 +81,7 @@ __device__ __forceinline__ void tma_load_5d(uint32_t dst, const CUtensorMap* map
 }
 
 // The tile at first position tb (of batch element b, dilation group grp, head `head`) of the
-// tensor behind `map` -> the Tile at dst (one box per 64 columns of D); completes on bar.
+// tensor behind `map` -> the Tile at dst (one box per column block); completes on bar.
 template <typename Tile, int D>
 __device__ __forceinline__ void tma_load_tile(const CUtensorMap* map, uint32_t dst, uint32_t bar,
                                               const fused::KernelParams& p, int64_t b,
@@ -89,8 +89,8 @@ __device__ __forceinline__ void tma_load_tile(const CUtensorMap* map, uint32_t d
   const int x2 = tb[2] * p.dil[2] + grp[2], x1 = tb[1] * p.dil[1] + grp[1];
   const int x0 = int(b) * p.L[0] + tb[0] * p.dil[0] + grp[0];
 #pragma unroll
-  for (int blk = 0; blk < D / 64; ++blk)
-    tma_load_5d(dst + blk * Tile::kBlockBytes, map, bar, 64 * blk, head, x2, x1, x0);
+  for (int blk = 0; blk < D / Tile::kBlockCols; ++blk)
+    tma_load_5d(dst + blk * Tile::kBlockBytes, map, bar, Tile::kBlockCols * blk, head, x2, x1, x0);
 }
 
 // Host: descriptors of K and V for the tile shapes in p.ts (klog) and the problem's dilation;

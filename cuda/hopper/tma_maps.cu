@@ -35,7 +35,10 @@ bool make_maps(const fused::KernelParams& p, const int (&lg)[3], int64_t heads, 
                bool past_end_unused) {
   const auto encode = encode_fn();
   if (!encode) return false;
-  cuuint32_t box[5] = {64, 1, 1, 1, 1}, estr[5] = {1, 1, 1, 1, 1};
+  // One box per column block of the tile layout (smem_layout.h): 64 columns, 128-byte swizzle;
+  // at head_dim 32 all 32, 64-byte swizzle.
+  const bool narrow = head_dim == 32;
+  cuuint32_t box[5] = {narrow ? 32u : 64u, 1, 1, 1, 1}, estr[5] = {1, 1, 1, 1, 1};
   for (int i = 0; i < 3; ++i) {
     const int64_t extent = int64_t(1) << lg[i];
     if (p.dil[i] > 8 || extent * p.dil[i] > 256) return false;
@@ -57,7 +60,8 @@ bool make_maps(const fused::KernelParams& p, const int (&lg)[3], int64_t heads, 
   for (int t = 0; t < n; ++t) {
     if (reinterpret_cast<uintptr_t>(base[t]) % 16 != 0) return false;
     const CUresult r = encode(out[t], type, 5, const_cast<void*>(base[t]), dim, stride, box, estr,
-                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                              CU_TENSOR_MAP_INTERLEAVE_NONE,
+                              narrow ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
                               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) return false;
   }

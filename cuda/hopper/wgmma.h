@@ -1,7 +1,7 @@
 // Warpgroup MMA (wgmma, sm_90a) for the Hopper family: shared-memory matrix descriptors and the
 // shapes the forward uses, for fp16 and bf16 inputs with fp32 accumulators:
 //   S  = Q K^T : m64n{64,128}k16, A and B from shared memory, both K-major;
-//   O += P V   : m64n{64,128}k16, A (P) from registers, B (V) from shared memory, MN-major.
+//   O += P V   : m64n{32,64,128}k16, A (P) from registers, B (V) from shared memory, MN-major.
 // The accumulator of m64nNk16 gives each thread the same fragment as N/8 mma.sync m16n8 tiles
 // (warp w of the warpgroup owns rows 16w..16w+15), so acc[N/8][4] is shared with the sm_80
 // softmax and mask code. Our own wrappers; the PTX forms follow the PTX ISA.
@@ -21,11 +21,14 @@
 namespace jax_na {
 namespace hopper {
 
-// Descriptor of a 128-byte-swizzled shared tile (PTX "matrix descriptor"): start address,
-// leading and stride byte offsets (16-byte units), swizzle mode 1 (128 B) in bits 62-63.
-__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+// Descriptor of a swizzled shared tile (PTX "matrix descriptor"): start address, leading and
+// stride byte offsets (16-byte units), swizzle mode in bits 62-63 (1: 128 B, 2: 64 B).
+template <int kSwizzleBytes>
+__device__ __forceinline__ uint64_t swizzled_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  static_assert(kSwizzleBytes == 128 || kSwizzleBytes == 64, "128- or 64-byte swizzle");
+  constexpr uint64_t kMode = kSwizzleBytes == 128 ? 1 : 2;
   return uint64_t((addr & 0x3ffff) >> 4) | (uint64_t(lbo >> 4) << 16) |
-         (uint64_t(sbo >> 4) << 32) | (1ull << 62);
+         (uint64_t(sbo >> 4) << 32) | (kMode << 62);
 }
 
 __device__ __forceinline__ void wgmma_fence() {
@@ -81,6 +84,13 @@ template <> struct WgmmaType<__half> { static constexpr bool kBF16 = false; };
                "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                 \
                : JNA_F4(0), JNA_F4(1), JNA_F4(2), JNA_F4(3), JNA_F4(4), JNA_F4(5), JNA_F4(6), JNA_F4(7), JNA_F4(8), JNA_F4(9), JNA_F4(10), JNA_F4(11), JNA_F4(12), JNA_F4(13), JNA_F4(14), JNA_F4(15)                                                        \
                : "l"(da), "l"(db), "r"(scale_d))
+#define JNA_WGMMA_RS_N32(TY)                                                                   \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"                                    \
+               "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " "                    \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "       \
+               "{%16, %17, %18, %19}, %20, p, 1, 1, %22;\n}\n"                                  \
+               : JNA_F4(0), JNA_F4(1), JNA_F4(2), JNA_F4(3)                                  \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d), "n"(int(kTransB)))
 #define JNA_WGMMA_RS_N64(TY)                                                                   \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                    \
                "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                    \
@@ -116,16 +126,20 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t da, uint
 #endif
 }
 
-// d (+)= A B, m64nNk16 (N = 64 or 128): A (64 x 16) in registers as four packed pairs (the
-// mma.sync A-fragment layout), B (16 x N) in shared memory, MN-major (kTransB, e.g. V in
+// d (+)= A B, m64nNk16 (N = 32, 64 or 128): A (64 x 16) in registers as four packed pairs
+// (the mma.sync A-fragment layout), B (16 x N) in shared memory, MN-major (kTransB, e.g. V in
 // P V) or K-major (B^T rows, e.g. K in Q K^T).
 template <typename T, int N, bool kTransB = true>
 __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4],
                                          uint64_t db, int scale_d) {
-  static_assert(N == 64 || N == 128, "m64n64k16 or m64n128k16");
+  static_assert(N == 32 || N == 64 || N == 128, "m64n32k16, m64n64k16 or m64n128k16");
 #if JAX_NA_WGMMA
   constexpr bool bf16 = WgmmaType<T>::kBF16;
-  if constexpr (N == 64 && bf16) {
+  if constexpr (N == 32 && bf16) {
+    JNA_WGMMA_RS_N32("bf16");
+  } else if constexpr (N == 32) {
+    JNA_WGMMA_RS_N32("f16");
+  } else if constexpr (N == 64 && bf16) {
     JNA_WGMMA_RS_N64("bf16");
   } else if constexpr (N == 64) {
     JNA_WGMMA_RS_N64("f16");
@@ -139,6 +153,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&
 
 #undef JNA_WGMMA_SS_N64
 #undef JNA_WGMMA_SS_N128
+#undef JNA_WGMMA_RS_N32
 #undef JNA_WGMMA_RS_N64
 #undef JNA_WGMMA_RS_N128
 #undef JNA_F4
