@@ -33,11 +33,16 @@ cudaError_t dispatch_head_dim(int head_dim, F&& f) {
 enum class Stationary { kQuery, kKey };
 
 // With p.ts chosen: set the mask constants and the grid over the stationary tiles; the number of
-// CTAs (one per (batch, head, group, tile)).
+// CTAs (one per (batch, head, group, tile)). Longest first: along a causal dim, query tiles
+// see more keys the later they are, so causal query-stationary grids run each head's tiles
+// backwards (the lightest then fill the last wave); key tiles see fewer queries the later they
+// are, so key-stationary grids already run longest first.
 template <Stationary S>
 int64_t grid_ctas(KernelParams& p) {
   set_mask_constants(p);
   set_grid(p, S == Stationary::kKey ? p.ts.klog : p.ts.qlog);
+  const bool causal = p.causal[0] || p.causal[1] || p.causal[2];
+  p.tile_flip = S == Stationary::kQuery && causal ? p.tiles - 1 : 0;
   const int heads = S == Stationary::kKey ? p.heads_kv : p.heads;
   return p.batch * heads * p.groups * p.tiles;
 }

@@ -50,6 +50,9 @@ struct KernelParams {
   // tile_order (slowest first), plus cta_offset.
   int ntiles[3];
   int tile_order[3] = {0, 1, 2};
+  // A head's tile t is its tile |t - tile_flip|: tiles - 1 runs them backwards (longest first in
+  // causal query-stationary grids, whose last tiles see the most keys), 0 forwards.
+  int64_t tile_flip = 0;
   int groups;
   int64_t tiles;
   int64_t cta_offset;

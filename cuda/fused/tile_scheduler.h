@@ -31,6 +31,7 @@ template <typename I, bool kOrdered = false>
 __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads, I id) {
   CtaCoord c;
   I t = id % I(p.tiles);
+  t = t >= I(p.tile_flip) ? t - I(p.tile_flip) : I(p.tile_flip) - t;
   id /= I(p.tiles);
   int g = int(id % I(p.groups));
   id /= I(p.groups);

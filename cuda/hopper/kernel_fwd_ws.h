@@ -57,8 +57,8 @@ struct WsConfig {
   // Registers per thread after setmaxnreg: 128 x 48 + 256 x 224 <= 384 x 168 (the launch's
   // pool). The producer keeps the tile geometry in shared memory (TileSlot), not registers;
   // decoding a tile in p.tile_order takes it past 40.
-  // At head_dim 256 (O alone is 128 registers) three loop-invariant values spill (12 bytes,
-  // reloaded once per query tile); 232 / 40 spilled the producer instead.
+  // At head_dim 256 (O alone is 128 registers) four values spill (16 bytes, stored and reloaded
+  // outside the key/value tile loop); 232 / 40 spilled the producer instead.
   static constexpr int kProducerRegs = 48;
   static constexpr int kConsumerRegs = 224;
   static constexpr int kRows = 64 * kConsumers;
