@@ -144,21 +144,23 @@ def _family_why_not(family: str):
 
 
 def auto_choice(p: Problem) -> str:
-    """What backend=None runs for this problem here: a family name, 'reference' or 'xla-fallback'."""
+    """What backend=None runs for this problem here: a family name, 'reference', 'xla-fallback',
+    or 'F (forward) + B (backward)' where the directions lower to different families."""
     if not jax_na.available_families():
         return "reference"
     try:
-        fam = na_backends.family_for(platform(), na_backends.AUTO, jnp.dtype(p.dtype), p.head_dim)
+        fwd, bwd = (na_backends.family_for(platform(), na_backends.AUTO, jnp.dtype(p.dtype), p.head_dim, d)
+                    or "xla-fallback" for d in ("fwd", "bwd"))
     except ValueError:
         return "xla-fallback"
-    return fam or "xla-fallback"
+    return fwd if fwd == bwd else f"{fwd} (forward) + {bwd} (backward)"
 
 
 def _auto_why_not(p: Problem) -> str | None:
     choice = auto_choice(p)
     if choice == "reference":
         return "backend=None resolves to 'reference' here (no native family built): see that row"
-    if choice != "xla-fallback":
+    if choice != "xla-fallback" and " + " not in choice:  # a mix is no family's row: it runs
         return f"backend=None picks {choice!r} here: see the jax_na:{choice} row"
     return None
 

@@ -20,9 +20,10 @@ TENSOR_CORE_HEAD_DIMS = (32, 64, 128)
 # cuda-hopper's wgmma kernels: f16/bf16 at these head dims; other problems go to cuda-fused (or,
 # at head dims it lacks, cuda-naive).
 HOPPER_HEAD_DIMS = (32, 64, 128, 256)
-# backend=None keeps cuda-fused at these: at head_dim 32 the Hopper forward is no faster and its
-# backward faster only on large windows (NOTES.md); the tuning cache picks per problem.
-FUSED_FIRST_HEAD_DIMS = (32,)
+# Where backend=None keeps cuda-fused although cuda-hopper runs, per direction: the forward at
+# head_dim 32 (no faster on large windows, slower on small ones; its backward is as fast or
+# faster everywhere measured: NOTES.md). The tuning cache picks per problem.
+FUSED_FIRST_HEAD_DIMS = {"fwd": (32,), "bwd": ()}
 
 
 def _hopper_runs(dtype, head_dim: int) -> bool:
@@ -60,8 +61,9 @@ def from_tuning(tuned: str | None, platform: str) -> str:
     return tuned if tuned in BACKENDS and runs_here and _native.has_family(tuned) else AUTO
 
 
-def family_for(platform: str, backend: str, dtype, head_dim: int) -> str | None:
-    """The native family a primitive lowers to on `platform`, or None for the XLA fallback.
+def family_for(platform: str, backend: str, dtype, head_dim: int, direction: str = "fwd") -> str | None:
+    """The native family the `direction` ("fwd" or "bwd") primitive lowers to on `platform`, or
+    None for the XLA fallback.
 
     Raises ValueError when an explicitly chosen backend cannot run on the platform.
     """
@@ -73,7 +75,7 @@ def family_for(platform: str, backend: str, dtype, head_dim: int) -> str | None:
     elif platform == "cuda":
         if backend == AUTO:
             fused_ok = jnp.dtype(dtype) != jnp.dtype(jnp.float32) and head_dim in TENSOR_CORE_HEAD_DIMS
-            hopper_ok = (_hopper_runs(dtype, head_dim) and head_dim not in FUSED_FIRST_HEAD_DIMS
+            hopper_ok = (_hopper_runs(dtype, head_dim) and head_dim not in FUSED_FIRST_HEAD_DIMS[direction]
                          and _native.runs_here("cuda-hopper"))
             for family in (("cuda-hopper",) if hopper_ok else ()) + (("cuda-fused",) if fused_ok else ()) + (
                     "cuda-naive",):

@@ -119,7 +119,7 @@ def _lowering(direction: str, platform: str, fallback):
         if backend == backends.AUTO:
             backend = backends.from_tuning(
                 tuning.tuned_backend(platform, direction, q_aval, ctx.avals_in[1], params), platform)
-        family = backends.family_for(platform, backend, q_aval.dtype, q_aval.shape[-1])
+        family = backends.family_for(platform, backend, q_aval.dtype, q_aval.shape[-1], direction)
         if family is None:
             return mlir.lower_fun(fallback, multiple_results=True)(ctx, *args, params=params, backend=backend)
         lower = jax.ffi.ffi_lowering(_native.target_name(direction, family))

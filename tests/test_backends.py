@@ -234,8 +234,8 @@ def test_default_backend_resolution():
 
 def test_cuda_routing_table(monkeypatch):
     """Which family each CUDA problem lowers to, with every family built and an sm_90 GPU
-    (faked): backend=None prefers cuda-hopper for f16/bf16 at head_dim 64/128/256, cuda-fused for
-    the other tensor-core cases (head_dim 32: the Hopper kernels only when chosen or tuned), cuda-naive otherwise; explicit choices
+    (faked): backend=None prefers cuda-hopper for f16/bf16 at head_dim 64/128/256 and for the
+    backward at 32, cuda-fused for the other tensor-core cases (the forward at 32), cuda-naive otherwise; explicit choices
     route what a family lacks, and cuda-hopper is refused on other GPUs with the reason."""
     from jax_na import _native, backends
     monkeypatch.setattr(_native, "has_family", lambda f: True)
@@ -251,6 +251,8 @@ def test_cuda_routing_table(monkeypatch):
     assert route("cuda-hopper", bf16, 64) == "cuda-hopper"
     assert route("cuda-hopper", f32, 128) == "cuda-fused"
     assert route("cuda-hopper", bf16, 32) == "cuda-hopper"
+    assert backends.family_for("cuda", backends.AUTO, bf16, 32, "bwd") == "cuda-hopper"
+    assert backends.family_for("cuda", backends.AUTO, f32, 32, "bwd") == "cuda-naive"
     assert route("cuda-hopper", bf16, 40) == "cuda-naive"
     assert route(backends.AUTO, bf16, 256) == "cuda-hopper"
     assert route("cuda-hopper", f16, 256) == "cuda-hopper"

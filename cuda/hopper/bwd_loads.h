@@ -15,10 +15,11 @@ namespace jax_na {
 namespace hopper {
 
 // The tile shape of both backward kernels: 64 stationary rows (the wgmma M) against iterated
-// tiles of 64 rows, in the 128-byte-swizzled layout. Up to head_dim 128 one warpgroup, two CTAs
-// per SM. At 256 one accumulator of 64 x 256 fp32 (128 registers a thread, two in dK/dV) does
-// not fit beside S and dP: two warpgroups share the tiles, each computes S and dP in full and
-// owns one 128-column half of the accumulated outputs (kOut columns), one CTA per SM.
+// tiles of 64 rows, in the swizzled layouts of smem_layout.h. Up to head_dim 128 one warpgroup,
+// two CTAs per SM (three at head_dim 32, 158-164 registers). At 256 one accumulator of
+// 64 x 256 fp32 (128 registers a thread, two in dK/dV) does not fit beside S and dP: two
+// warpgroups share the tiles, each computes S and dP in full and owns one 128-column half of
+// the accumulated outputs (kOut columns), one CTA per SM.
 template <int D>
 struct BwdTiles {
   static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head_dim 32, 64, 128 or 256");
@@ -29,7 +30,7 @@ struct BwdTiles {
   static constexpr int kCols = 64;
   static constexpr int kLogRows = 6;
   static constexpr int kLogCols = 6;
-  static constexpr int kMinBlocks = D > 128 ? 1 : 2;
+  static constexpr int kMinBlocks = D > 128 ? 1 : (D == 32 ? 3 : 2);
   using Tile = GmmaTile<64, D>;
 };
 
