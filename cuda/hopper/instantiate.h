@@ -108,10 +108,14 @@ template <typename T, int D>
 cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelParams p, int sms,
                             cudaStream_t stream) {
   cudaError_t err = cudaSuccess;
-  if constexpr (D <= 128) {  // 128-key tiles leave too few registers at head_dim 256
-    if (wide_kv_tiles(p) && try_launch_ws<T, D, 128>(pr, p, sms, stream, err)) return err;
+  // At head_dim 32, where a tile's softmax is the work, the cp.async kernel's four CTAs per SM
+  // beat the warp-specialised kernel's two consumer warpgroups everywhere measured (NOTES.md).
+  if constexpr (D > 32) {
+    if constexpr (D <= 128) {  // 128-key tiles leave too few registers at head_dim 256
+      if (wide_kv_tiles(p) && try_launch_ws<T, D, 128>(pr, p, sms, stream, err)) return err;
+    }
+    if (try_launch_ws<T, D, 64>(pr, p, sms, stream, err)) return err;
   }
-  if (try_launch_ws<T, D, 64>(pr, p, sms, stream, err)) return err;
   using Cfg = FwdConfig<T, D>;
   const int64_t ctas = fused::plan_grid<Cfg, fused::Stationary::kQuery>(p);
   if ((err = repair::arm(a.nonfinite, stream)) != cudaSuccess) return err;

@@ -41,8 +41,9 @@ struct FwdConfig {
   static constexpr int kCols = 64;  // keys per key/value tile (the S wgmma's N)
   static constexpr int kLogRows = 6;
   static constexpr int kLogCols = 6;
-  // D = 64 at 3 CTAs (168 registers) spills; D = 256 takes 192 KB of shared memory.
-  static constexpr int kMinBlocks = D == 256 ? 1 : 2;
+  // D = 64 at 3 CTAs (168 registers) spills; D = 256 takes 192 KB of shared memory; D = 32
+  // fits four (122 registers).
+  static constexpr int kMinBlocks = D == 256 ? 1 : (D == 32 ? 4 : 2);
   using QTile = GmmaTile<kRows, D>;
   using KVTile = GmmaTile<kCols, D>;
   // Q, 2 x K, 3 x V (1024-byte aligned), the window and token-offset tables.

@@ -51,7 +51,7 @@ struct TileSlot {
 
 template <typename T, int D, int BN>
 struct WsConfig {
-  static_assert(D == 32 || D == 64 || D == 128 || (D == 256 && BN == 64), "head_dim 32 to 256");
+  static_assert(D == 64 || D == 128 || (D == 256 && BN == 64), "head_dim 64, 128 or 256");
   static constexpr int kConsumers = 2;
   static constexpr int kThreads = 128 * kConsumers + 128;  // + the producer warpgroup
   // Registers per thread after setmaxnreg: 128 x 48 + 256 x 224 <= 384 x 168 (the launch's
