@@ -42,6 +42,8 @@ template <typename T, int D>
 struct BwdDqConfig : BwdTiles<D> {
   using typename BwdTiles<D>::Tile;
   using BwdTiles<D>::kCols;
+  // Three CTAs per SM up to head_dim 64 (157-164 registers, 0 spills).
+  static constexpr int kMinBlocks = D <= 64 ? 3 : BwdTiles<D>::kMinBlocks;
   // Q, dO, 2 x K, 2 x V (1024-byte aligned), then the window and token-offset tables.
   static constexpr int kDO = Tile::kBytes;
   static constexpr int kK = 2 * Tile::kBytes;

@@ -707,8 +707,8 @@ int main(int argc, char** argv) {
         // and dilation groups of unequal extents).
         mk("2d 72x80 k9 d3 gqa8/4 (persistent)", 2, 1, {72, 80}, 8, 4, 64, {9}, {1}, {3}, {0}, BF),
         mk("1d B2 L4000 k33 s2 causal (persistent)", 1, 2, {4000}, 8, 8, 128, {33}, {2}, {1}, {1}, F16),
-        mk("2d B8 40x48 k9 gqa4/2 D32 (persistent)", 2, 8, {40, 48}, 4, 2, 32, {9}, {1}, {1}, {0}, BF),
-        mk("1d B2 L6000 k257 D32 (persistent)", 1, 2, {6000}, 4, 4, 32, {257}, {1}, {1}, {0}, F16),
+        mk("2d B8 40x48 k9 gqa4/2 D32 (many tiles)", 2, 8, {40, 48}, 4, 2, 32, {9}, {1}, {1}, {0}, BF),
+        mk("1d B2 L6000 k257 D32 (many tiles)", 1, 2, {6000}, 4, 4, 32, {257}, {1}, {1}, {0}, F16),
         // Hopper: cp.async gather instead of TMA (3-D with batch > 1; dilation > 8).
         mk("3d B2 7x9x12 k3,5,5 s1,2,1", 3, 2, {7, 9, 12}, 2, 2, 64, {3, 5, 5}, {1, 2, 1}, {1}, {0}, BF),
         mk("1d B2 L230 k7 d20", 1, 2, {230}, 2, 1, 128, {7}, {1}, {20}, {0}, F16),
@@ -739,6 +739,7 @@ int main(int argc, char** argv) {
     bench(mk("A1s 1d L32768 k2048 s256 D128", 1, 1, {32768}, 1, 1, 128, {2048}, {256}, {1}, {0}, BF), false, 10);
     bench(mk("full causal 1d L16384 D128 H8", 1, 1, {16384}, 8, 8, 128, {16384}, {1}, {1}, {1}, BF), true, 10);
     bench(mk("d32 1d L16384 k1024 H8 B2", 1, 2, {16384}, 8, 8, 32, {1024}, {1}, {1}, {0}, BF), true, 10);
+    bench(mk("d64 2d 96x96 k21 H8 B2", 2, 2, {96, 96}, 8, 8, 64, {21}, {1}, {1}, {0}, BF), true, 10);
     bench(mk("d32 2d 96x96 k21 H8 B2", 2, 2, {96, 96}, 8, 8, 32, {21}, {1}, {1}, {0}, BF), true, 10);
     if (g_fwd == hopper_or_fused_fwd)
       bench(mk("d256 2d 64x64 k13 H8 B4", 2, 4, {64, 64}, 8, 8, 256, {13}, {1}, {1}, {0}, BF), true, 20);
