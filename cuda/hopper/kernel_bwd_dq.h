@@ -42,8 +42,11 @@ template <typename T, int D>
 struct BwdDqConfig : BwdTiles<D> {
   using typename BwdTiles<D>::Tile;
   using BwdTiles<D>::kCols;
-  // Three CTAs per SM up to head_dim 64 (157-164 registers, 0 spills).
+  // Three CTAs per SM up to head_dim 64 (157-164 registers, 0 spills); four for the TMA kernel
+  // at 32 (128 registers; the cp.async one spills there).
   static constexpr int kMinBlocks = D <= 64 ? 3 : BwdTiles<D>::kMinBlocks;
+  template <bool kTma>
+  static constexpr int min_blocks() { return kTma && D == 32 ? 4 : kMinBlocks; }
   // Q, dO, 2 x K, 2 x V (1024-byte aligned), then the window and token-offset tables.
   static constexpr int kDO = Tile::kBytes;
   static constexpr int kK = 2 * Tile::kBytes;
@@ -56,7 +59,7 @@ struct BwdDqConfig : BwdTiles<D> {
 
 // kTma: maps holds the K and V tensor maps of the tiles (tma.h), else it is unused.
 template <typename T, int D, bool kTma>
-__global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads, BwdDqConfig<T, D>::kMinBlocks)
+__global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads, BwdDqConfig<T, D>::template min_blocks<kTma>())
     hopper_bwd_dq_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
 #if JAX_NA_WGMMA
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
