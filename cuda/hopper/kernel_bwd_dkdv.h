@@ -5,10 +5,10 @@
 // CTA: one warpgroup (4 warps, 128 threads) per key tile of 64 positions (shape 2^klog) of one
 // (batch, kv head, dilation group); warp w owns key rows 16w..16w+15. At head_dim 256 two
 // warpgroups, both computing S^T and dP^T, warpgroup g accumulating columns [128 g, 128 g + 128)
-// of dK and dV (bwd_loads.h). K and V stay in shared
-// memory. Loop over the G query heads of the group and, per head, over the 64-query tiles
-// (shape 2^qlog) covering the tile's inverse neighbourhood, double-buffered (Q and dO as TMA
-// boxes (kTma) or cp.async gathers into 128-byte-swizzled tiles; lse and delta by cp.async).
+// of dK and dV (bwd_loads.h). K and V stay in shared memory. Loop over the G query heads of the
+// group and, per head, over the 64-query tiles (shape 2^qlog) covering the tile's inverse
+// neighbourhood, double-buffered (Q and dO as TMA boxes (kTma) or cp.async gathers into swizzled
+// tiles; lse and delta by cp.async).
 // Per query tile:
 //   S^T = K Q^T and dP^T = V dO^T  (wgmma m64n64k16, every operand from shared memory);
 //   P^T = exp(S^T - lse), masked by each key row's query intervals;
@@ -16,7 +16,8 @@
 //   under dS^T = P^T (dP^T - delta);  dK += dS^T Q  (the same form). At head_dim 64 dK runs
 //   on under the next tile's start, whose S^T and dP^T are issued before the last tile's slots
 //   are refilled (at 128 and 256 its A fragments would not fit the registers there).
-// Two CTAs per SM (one at head_dim 256). Epilogue: dK * scale and dV, staged as T, 16-byte stores.
+// Two CTAs per SM (three at head_dim 32, one at 256). Epilogue: dK * scale and dV, staged as T,
+// 16-byte stores.
 #pragma once
 
 #include <cmath>

@@ -4,17 +4,18 @@
 //
 // CTA: one warpgroup (4 warps, 128 threads) per query tile of 64 positions (shape 2^qlog) of one
 // (batch, head, dilation group); at head_dim 256 two, both computing S and dP, warpgroup g
-// accumulating columns [128 g, 128 g + 128) of dQ (bwd_loads.h). Q and dO stay in shared memory; the CTA walks the key/value
-// tiles (64 keys, shape 2^klog) covering the box of the tile's windows, loaded as TMA boxes
-// (kTma) or gathered with cp.async into 128-byte-swizzled tiles, double-buffered; dQ += dS K of a
-// tile runs under the next tile's start, whose S and dP are issued before the slots of the last
-// tile are refilled. Per tile:
+// accumulating columns [128 g, 128 g + 128) of dQ (bwd_loads.h). Q and dO stay in shared
+// memory; the CTA walks the key/value tiles (64 keys, shape 2^klog) covering the box of the
+// tile's windows, loaded as TMA boxes (kTma) or gathered with cp.async into swizzled tiles,
+// double-buffered; dQ += dS K of a tile runs under the next tile's start, whose S and dP are
+// issued before the slots of the last tile are refilled. Per tile:
 //   S = Q K^T and dP = dO V^T  (wgmma m64n64k16, every operand from shared memory);
 //   P = exp(S - lse), masked like the forward (only in warps whose rows do not all see the tile);
 //   dS = P (dP - delta);  dQ += dS K  (wgmma m64nDk16, dS from registers, K MN-major).
-// Two CTAs per SM (one at head_dim 256): one's elementwise work runs under the other's MMAs. Epilogue: dQ * scale,
-// staged as T, 16-byte stores. Launched dependent on the dK/dV kernel (programmatic dependent
-// launch, which needs nothing that kernel writes): every CTA waits for it before exiting.
+// Two or more CTAs per SM (one at head_dim 256): one's elementwise work runs under the others'
+// MMAs. Epilogue: dQ * scale, staged as T, 16-byte stores. Launched dependent on the dK/dV
+// kernel (programmatic dependent launch, which needs nothing that kernel writes): every CTA
+// waits for it before exiting.
 #pragma once
 
 #include <cmath>
@@ -42,11 +43,12 @@ template <typename T, int D>
 struct BwdDqConfig : BwdTiles<D> {
   using typename BwdTiles<D>::Tile;
   using BwdTiles<D>::kCols;
-  // Three CTAs per SM up to head_dim 64 (157-164 registers, 0 spills); four for the TMA kernel
+  // CTAs per SM: three up to head_dim 64 (157-164 registers, 0 spills), four for the TMA kernel
   // at 32 (128 registers; the cp.async one spills there).
-  static constexpr int kMinBlocks = D <= 64 ? 3 : BwdTiles<D>::kMinBlocks;
   template <bool kTma>
-  static constexpr int min_blocks() { return kTma && D == 32 ? 4 : kMinBlocks; }
+  static constexpr int min_blocks() {
+    return kTma && D == 32 ? 4 : (D <= 64 ? 3 : BwdTiles<D>::kMinBlocks);
+  }
   // Q, dO, 2 x K, 2 x V (1024-byte aligned), then the window and token-offset tables.
   static constexpr int kDO = Tile::kBytes;
   static constexpr int kK = 2 * Tile::kBytes;
@@ -59,7 +61,8 @@ struct BwdDqConfig : BwdTiles<D> {
 
 // kTma: maps holds the K and V tensor maps of the tiles (tma.h), else it is unused.
 template <typename T, int D, bool kTma>
-__global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads, BwdDqConfig<T, D>::template min_blocks<kTma>())
+__global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
+                                  BwdDqConfig<T, D>::template min_blocks<kTma>())
     hopper_bwd_dq_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
 #if JAX_NA_WGMMA
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)

@@ -62,7 +62,9 @@ struct GmmaTile {
     return swizzled_desc<kSwizzle>(base, kBlockBytes, 8 * kSwizzle);
   }
   // Rows [16 kk, 16 kk + 16) of an MN-major operand.
-  static __host__ __device__ constexpr uint32_t mn_step(int kk) { return uint32_t(kk * 16 * kSwizzle >> 4); }
+  static __host__ __device__ constexpr uint32_t mn_step(int kk) {
+    return uint32_t(kk * 16 * kSwizzle >> 4);
+  }
 };
 
 }  // namespace hopper

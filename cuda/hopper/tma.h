@@ -3,7 +3,8 @@
 // The key/value tiles are multi-dimensional boxes of the [batch * L0, L1, L2, heads_kv, D]
 // tensors (rank 5, D fastest; dilation as the box's element stride), so one TMA per column
 // block of D (64 columns, or all 32 at head_dim 32) brings a whole tile into the swizzled layout
-// of smem_layout.h, with zeros outside the tensor. One thread issues the copies; every thread waits on the tile's mbarrier.
+// of smem_layout.h, with zeros outside the tensor. One thread issues the copies; every thread
+// waits on the tile's mbarrier.
 #pragma once
 
 #include <cstdint>
