@@ -91,6 +91,23 @@ def test_tuning_key_is_a_stable_signature():
     assert key == "NVIDIA H100 80GB HBM3|fwd|bfloat16|q=128x56x56x2x32|hkv=2|k=7x7|s=1x1|d=1x1|c=00"
 
 
+def test_auto_choice_names_a_family_per_direction(monkeypatch):
+    """backend=None may lower the forward and the backward to different families (head_dim 32 on
+    sm_90): the auto row then names both and is timed (no single family's row stands for it)."""
+    from benchmarks import peers
+    from jax_na import backends as na_backends
+    v1 = problems.select(problems.ANCHORS, "V1")[0]
+    monkeypatch.setattr(peers.jax_na, "available_families", lambda: ["cuda-fused", "cuda-hopper"])
+    monkeypatch.setattr(peers, "platform", lambda: "cuda")
+    pick = {"fwd": "cuda-fused", "bwd": "cuda-hopper"}
+    monkeypatch.setattr(na_backends, "family_for", lambda plat, b, dt, d, direction="fwd": pick[direction])
+    assert peers.auto_choice(v1) == "cuda-fused (forward) + cuda-hopper (backward)"
+    assert peers._auto_why_not(v1) is None
+    pick["bwd"] = "cuda-fused"
+    assert peers.auto_choice(v1) == "cuda-fused"
+    assert "jax_na:cuda-fused row" in peers._auto_why_not(v1)
+
+
 def test_dry_run_lists_backends_without_running(capsys):
     assert run.main(["--suite", "quick", "--dry-run"]) == 0
     out = capsys.readouterr().out
