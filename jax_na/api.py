@@ -55,7 +55,8 @@ def neighborhood_attention(
       return_lse: also return the float32 logsumexp [batch, *spatial, heads].
       backend: None (fastest available for the platform), "reference", "cpu", "cuda-naive",
         "cuda-gemm", "cuda-fused" or "cuda-hopper" (sm_90a wgmma forward and backward for
-        f16/bf16 at head_dim 64/128; other problems run on cuda-fused).
+        f16/bf16 at head_dim 32/64/128/256; float32 runs on cuda-fused, other head dims on
+        cuda-naive).
     """
     return _attention(query, key, value, kernel_size, stride, dilation, is_causal, scale,
                       additional_keys, additional_values, return_lse, backend, None)
