@@ -235,8 +235,9 @@ def test_default_backend_resolution():
 def test_cuda_routing_table(monkeypatch):
     """Which family each CUDA problem lowers to, with every family built and an sm_90 GPU
     (faked): backend=None prefers cuda-hopper for f16/bf16 at head_dim 64/128/256 and for the
-    backward at 32, cuda-fused for the other tensor-core cases (the forward at 32), cuda-naive otherwise; explicit choices
-    route what a family lacks, and cuda-hopper is refused on other GPUs with the reason."""
+    backward at 32, cuda-fused for the other tensor-core cases (the forward at 32), cuda-naive
+    otherwise; explicit choices route what a family lacks, and cuda-hopper is refused on other
+    GPUs with the reason."""
     from jax_na import _native, backends
     monkeypatch.setattr(_native, "has_family", lambda f: True)
     monkeypatch.setattr(_native, "has_cuda_device", lambda: True)

@@ -1,12 +1,11 @@
 // Entry points of the Hopper family (cuda/common/families.h).
 //
-// Forward and backward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 64, 128 and 256; the
-// backward is deterministic (key-stationary dK/dV, query-stationary dQ, no
-// atomics, no workspace). The forward's out is exact as returned (non-finite chunks repaired in
-// the kernel, or by its own repair launch); the backward's needs the caller's repair launch
-// (repair::bwd).
+// Forward and backward: wgmma kernels (sm_90a) for f16/bf16 at head_dim 32, 64, 128 and 256;
+// the backward is deterministic (key-stationary dK/dV, query-stationary dQ, no atomics, no
+// workspace). The forward's out is exact as returned (non-finite chunks repaired in the kernel,
+// or by its own repair launch); the backward's needs the caller's repair launch (repair::bwd).
 // Anything else (another GPU, dtype or head_dim) returns cudaErrorNotSupported; Python routes
-// those problems to the fused family.
+// those problems to the fused or naive family.
 #include <cuda_runtime.h>
 
 #include "../common/device.h"

@@ -32,6 +32,18 @@ struct BwdTiles {
   static constexpr int kLogCols = 6;
   static constexpr int kMinBlocks = D > 128 ? 1 : (D == 32 ? 3 : 2);
   using Tile = GmmaTile<64, D>;
+
+  // The thread's warpgroup, broadcast from lane 0 so that the compiler keeps what derives from
+  // it (the output columns' descriptor offset) warp-uniform.
+  static __device__ __forceinline__ int warpgroup(int tid) {
+    return kWarpgroups > 1 ? __shfl_sync(0xffffffffu, tid >> 7, 0) : 0;
+  }
+  // Warpgroup wg's first output column, as a descriptor offset into a Tile (16-byte units) and
+  // as a 16-byte chunk of a staged row.
+  static __device__ __forceinline__ uint32_t out_desc(int wg) {
+    return uint32_t(wg * (kOut / 64) * Tile::kBlockBytes) >> 4;
+  }
+  static __device__ __forceinline__ int out_chunk(int wg) { return wg * kOut / 8; }
 };
 
 template <bool kTma>

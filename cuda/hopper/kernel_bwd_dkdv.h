@@ -76,11 +76,9 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
   const uint32_t sK = sm.addr, sV = sK + Cfg::kV, sQ = sK + Cfg::kQ, sdO = sK + Cfg::kDO;
   const uint32_t sL = sK + Cfg::kL, sDl = sK + Cfg::kDl;
   const int tid = threadIdx.x, lane = tid & 31;
-  // The warp's row block, and its warpgroup's output columns: broadcast from lane 0, so the
-  // compiler keeps the column offset of the dV/dK descriptors warp-uniform.
-  const int wg = Cfg::kWarpgroups > 1 ? __shfl_sync(0xffffffffu, tid >> 7, 0) : 0;
-  const int warp = (tid >> 5) - 4 * wg;
-  const uint32_t out_cols = uint32_t(wg * (DO / 64) * Tile::kBlockBytes) >> 4;  // 16-byte units
+  // The warp's row block, and its warpgroup's output columns (bwd_loads.h).
+  const int wg = Cfg::warpgroup(tid), warp = (tid >> 5) - 4 * wg;
+  const uint32_t out_cols = Cfg::out_desc(wg);
 
   KeyCta c;
   if (!setup_key_cta(p, c)) return;
@@ -213,8 +211,8 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
   const float scl[2] = {p.scale, p.scale};
   cp_async_wait<0>();  // nothing may still land in the staging tiles
   __syncthreads();
-  stage_rows<T, DO, D>(dk, scl, sK, 16 * warp, lane, wg * DO / 8);
-  stage_rows<T, DO, D>(dv, one, sV, 16 * warp, lane, wg * DO / 8);
+  stage_rows<T, DO, D>(dk, scl, sK, 16 * warp, lane, Cfg::out_chunk(wg));
+  stage_rows<T, DO, D>(dv, one, sV, 16 * warp, lane, Cfg::out_chunk(wg));
   __syncthreads();
   store_rows<T, 64, D, NTH>(static_cast<char*>(p.dk), sK, k_off, tid, p.nonfinite);
   store_rows<T, 64, D, NTH>(static_cast<char*>(p.dv), sV, k_off, tid, p.nonfinite);

@@ -76,11 +76,9 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   const AlignedSmem sm = align_smem_1024(smem_raw);
   const uint32_t sQ = sm.addr, sdO = sQ + Cfg::kDO, sK = sQ + Cfg::kK, sV = sQ + Cfg::kV;
   const int tid = threadIdx.x, lane = tid & 31;
-  // The warp's row block, and its warpgroup's dQ columns: broadcast from lane 0, so the
-  // compiler keeps the column offset of the dQ descriptor warp-uniform.
-  const int wg = Cfg::kWarpgroups > 1 ? __shfl_sync(0xffffffffu, tid >> 7, 0) : 0;
-  const int warp = (tid >> 5) - 4 * wg, row0 = 16 * warp;
-  const uint32_t out_cols = uint32_t(wg * (DO / 64) * Tile::kBlockBytes) >> 4;  // 16-byte units
+  // The warp's row block, and its warpgroup's dQ columns (bwd_loads.h).
+  const int wg = Cfg::warpgroup(tid), warp = (tid >> 5) - 4 * wg, row0 = 16 * warp;
+  const uint32_t out_cols = Cfg::out_desc(wg);
 
   QueryCta c;
   if (!setup_query_cta(p, c)) {
@@ -177,7 +175,7 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   const float mul[2] = {p.scale, p.scale};
   cp_async_wait<0>();  // nothing may still land in the staging tile
   __syncthreads();
-  stage_rows<T, DO, D>(dq, mul, sQ, row0, lane, wg * DO / 8);
+  stage_rows<T, DO, D>(dq, mul, sQ, row0, lane, Cfg::out_chunk(wg));
   __syncthreads();
   store_rows<T, 64, D, NTH>(static_cast<char*>(p.dq), sQ, q_off, tid, p.nonfinite);
   wait_for_primary();  // the grid ends after dK/dV's: what follows on the stream may read both

@@ -13,7 +13,7 @@
 namespace jax_na {
 namespace hopper {
 
-// head_dim 64, 128 or 256 (else cudaErrorNotSupported); T = __half or __nv_bfloat16; sms: the
+// head_dim 32, 64, 128 or 256 (else cudaErrorNotSupported); T = __half or __nv_bfloat16; sms: the
 // device's SM count (the persistent kernel's grid). Leaves out exact: non-finite chunks
 // repaired in the kernel, or by a repair launch after it (cuda/repair/).
 template <typename T>
