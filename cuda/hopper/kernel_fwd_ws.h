@@ -18,9 +18,11 @@
 //   issue S_j = Q K_j^T and O += P_prev V_prev; wait S_j; masks where needed; softmax of S_j
 //   while P_prev V_prev runs; wait; rescale O.
 // Ping-pong: named barriers hand the right to issue MMAs back and forth between the
-// warpgroups, so one's softmax runs under the other's MMAs. Epilogue as in the fused family,
-// except that a thread whose stored chunks hold a NaN or an Inf recomputes those exactly itself
-// (repair/in_tile.cuh): no repair launch follows this kernel.
+// warpgroups, so one's softmax runs under the other's MMAs. Epilogue: each warp stores its O
+// rows from registers (mainloop.h), and a warp whose rows hold a NaN or an Inf recomputes those
+// chunks exactly (repair/in_tile.cuh): no repair launch follows this kernel, and no barrier
+// joins the two warpgroups' epilogues (one starts its next query tile under the other's
+// epilogue).
 #pragma once
 
 #include <cmath>
@@ -31,7 +33,6 @@
 #include "../fused/arch.h"
 #include "../fused/params.h"
 #include "../fused/query_tile.h"
-#include "../fused/smem_tile.h"
 #include "../repair/in_tile.cuh"
 #include "mainloop.h"
 #include "smem_layout.h"
@@ -168,7 +169,6 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   constexpr int KS = Cfg::KS, VS = Cfg::VS;
   constexpr int NT = Consumer<T, D, Cfg::kRows, BN>::NT;
   constexpr int kConsumerThreads = 128 * Cfg::kConsumers;
-  constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
   extern __shared__ char smem_raw[];
   const AlignedSmem sm = align_smem_1024(smem_raw);
   const uint32_t sQ0 = sm.addr;
@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   const uint32_t empty_k = full_v + 8 * VS, empty_v = empty_k + 8 * KS;
   const uint32_t full_q = empty_v + 8 * VS, full_id = full_q + 16, empty_q = full_id + 16;
   Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
-  // Q of the i-th query tile goes to buffer i % QB (O is staged over it), one TMA box per
+  // Q of the i-th query tile goes to buffer i % QB (the consumers only read it), one TMA box per
   // warpgroup half (SplitWalk's dim d splits the tile); its full / empty barriers are
   // q_bar(i) + full_q / empty_q, in use i / QB of the buffer (parity q_parity(i)).
   constexpr int QB = Cfg::QB;
@@ -296,31 +296,42 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   // it: which tiles the warpgroup computes) as warp-uniform, and keeps its wgmma unserialised.
   const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), row0 = 16 * warp;
   const bool leader = (tid & 127) == 0;  // arrives on the empty barriers for the warpgroup
-  // Ping-pong: warpgroup g issues MMAs after bar.sync on barrier 2 + g; it then hands the turn
-  // to the other with bar.arrive on 3 - g. Every key/value tile is one turn of each warpgroup,
-  // computed or not.
+  // Named barriers (0 is __syncthreads). Ping-pong: warpgroup g issues MMAs after bar.sync on
+  // 2 + g, then hands the turn to the other with bar.arrive on 3 - g. Every key/value tile is
+  // one turn of each warpgroup, computed or not, and the hand-overs run on from one query tile
+  // into the next. The window table: warpgroup 0 builds it (on its own barrier 4) and hands it
+  // over on kTableReady; warpgroup 1 releases it on kTableFree once read. No barrier spans
+  // both warpgroups' epilogues, so one starts its next tile while the other finishes.
   const int my_turn = 2 + wg, other_turn = 3 - wg;
+  constexpr int kTableReady = 1, kTableFree = 6;
   Ring<KS> rk;
   Ring<VS> rv;
   QueryCta c;
-  for (int i = 0;; ++i) {
+  int i = 0;
+  for (;; ++i) {
     mbar_wait(full_id + 8 * (i & 1), (i >> 1) & 1);
     if (slots[i & 1].id >= ctas) break;
     c = slots[i & 1].c;
     const uint32_t sQ = q_buffer(i);
-    // The previous tile's table reads are done (both warpgroups passed its epilogue barrier).
-    for (int e = tid; e < table_entries(p.ts.qlog); e += kConsumerThreads)
-      tab[e] = query_window_entry(p, c, e);
-    named_sync(1, kConsumerThreads);  // the table is ready
+    if (wg == 0) {
+      if (i > 0) named_sync(kTableFree, kConsumerThreads);
+      for (int e = tid; e < table_entries(p.ts.qlog); e += 128)
+        tab[e] = query_window_entry(p, c, e);
+      named_sync(4, 128);
+      named_arrive(kTableReady, kConsumerThreads);
+    } else {
+      named_sync(kTableReady, kConsumerThreads);
+    }
     mbar_wait(full_q + q_bar(i), q_parity(i));
 
     Consumer<T, D, Cfg::kRows, BN> cs;
     cs.init(p, c, tab, sQ + wg * 64 * QT::kSwizzle, row0, lane);
     WarpTileTest gt;  // the warpgroup's 64 rows: which tiles it computes
     query_warp_test(p, c, tab, 64 * wg, 64, gt);
+    if (wg == 1) named_arrive(kTableFree, kConsumerThreads);  // its table reads are done
     int pv_slot = 0;  // V slot of the tile whose P V is pending, and the parity of that use
     uint32_t pv_phase = 0;
-    if (wg == 1) named_arrive(2, kConsumerThreads);  // opens warpgroup 0's first turn
+    if (wg == 1 && i == 0) named_arrive(2, kConsumerThreads);  // opens warpgroup 0's first turn
 
     SplitWalk walk(p, c);
     int first, last;  // the warpgroup's run of tiles
@@ -392,24 +403,20 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     }
     for (; j < c.n_kv; ++j, next_tile()) idle_turn();
 
-    // Take warpgroup 1's last hand-over, so that no arrival is left pending on barrier 2 when
-    // the next tile (or the next CTA on this SM) starts.
-    if (wg == 0) named_sync(2, kConsumerThreads);
-    named_sync(1, kConsumerThreads);  // both warpgroups are done reading Q: stage O over it
-    cs.stage(p, c, sQ, row0, lane);
-    // Each warpgroup stores its own 64 staged rows (disjoint bytes of the staging tile).
-    named_sync(4 + wg, 128);
-    const int r0 = 64 * wg;
-    auto row_offset = [&](int row) {
-      const int64_t r = query_row_index(p, c, r0 + row, c.cta.head);
-      return r < 0 ? int64_t(-1) : r * kRowBytes;
-    };
-    char* const out = static_cast<char*>(p.out);
-    if (store_rows<T, 64, D, 128>(out, sQ + SmemTile<D>::bytes(r0), row_offset, tid & 127, nullptr))
-      repair::stored_out_chunks<T, 64, D, 128>(pr, p.q, p.k, p.v, out, row_offset, tid & 127);
-    // This thread is done with the buffer; its staging writes come before the TMA refill.
-    fence_proxy_async();
+    // Each warp stores its O rows from registers; a NaN or an Inf in them has the warp
+    // recompute those 16-byte chunks exactly (__syncwarp orders the lanes' stores first).
+    if (__any_sync(0xffffffffu, cs.store(p, c, row0, lane))) {
+      __syncwarp();
+      repair::stored_out_chunks<T, 16, D, 32>(pr, p.q, p.k, p.v, static_cast<char*>(p.out),
+                                              cs.row_offset(p, c, row0), lane);
+    }
     mbar_arrive(empty_q + q_bar(i));
+  }
+  // Take warpgroup 1's last hand-over and table release, so that no arrival is left pending
+  // when the next CTA on this SM starts.
+  if (wg == 0 && i > 0) {
+    named_sync(2, kConsumerThreads);
+    named_sync(kTableFree, kConsumerThreads);
   }
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere

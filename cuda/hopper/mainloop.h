@@ -109,6 +109,66 @@ struct Consumer {
     fence_acc(o);
   }
 
+  // Normalised O of the warp's rows as T straight from registers to their global rows, lse to
+  // global. The 4 lanes of a row swap words (a 4 x 4 transpose per 4 column blocks), so each
+  // lane stores 16 contiguous bytes. Nothing is staged in shared memory: no barrier with any
+  // other warp. Returns whether a chunk this thread stored holds a NaN or an Inf (cuda/repair/).
+  __device__ __forceinline__ bool store(const fused::KernelParams& p, const fused::QueryCta& c,
+                                        int row0, int lane) {
+    float inv[2], lse[2];
+    sm.finish(inv, lse);
+    bool bad = false;
+    char* const out = static_cast<char*>(p.out);
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int64_t r = fused::query_row_index(p, c, row0 + (lane >> 2) + 8 * rr, c.cta.head);
+      if ((lane & 3) == 0 && r >= 0) p.lse_out[r] = lse[rr];
+#pragma unroll
+      for (int d0 = 0; d0 < ND; d0 += 4) {
+        uint32_t w[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          w[k] = fused::pack2<T>(o[d0 + k][2 * rr] * inv[rr], o[d0 + k][2 * rr + 1] * inv[rr]);
+        transpose_row_words(w, lane);
+        const uint4 v = make_uint4(w[0], w[1], w[2], w[3]);
+        if (r >= 0) {
+          *reinterpret_cast<uint4*>(out + r * int64_t(D * sizeof(T)) + (d0 + (lane & 3)) * 16) = v;
+          bad |= nonfinite16<T>(v);
+        }
+      }
+    }
+    return bad;
+  }
+
+  // Lane q of each group of 4 lanes holds words w[k] of column blocks k; afterwards it holds
+  // block q's words from lanes 0..3, in order: two butterfly steps (lanes q ^ 1, q ^ 2), each
+  // swapping the words whose index bit differs from the lane's.
+  static __device__ __forceinline__ void transpose_row_words(uint32_t (&w)[4], int lane) {
+#pragma unroll
+    for (int m = 1; m <= 2; m <<= 1) {
+      const bool hi = lane & m;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if (k & m) continue;
+        const uint32_t got = __shfl_xor_sync(0xffffffffu, hi ? w[k] : w[k ^ m], m);
+        if (hi) {
+          w[k] = got;
+        } else {
+          w[k ^ m] = got;
+        }
+      }
+    }
+  }
+
+  // Byte offset of row row0 + row of the query tile in out (negative: not stored).
+  static __device__ __forceinline__ auto row_offset(const fused::KernelParams& p,
+                                                    const fused::QueryCta& c, int row0) {
+    return [&p, &c, row0](int row) {
+      const int64_t r = fused::query_row_index(p, c, row0 + row, c.cta.head);
+      return r < 0 ? int64_t(-1) : r * int64_t(D * sizeof(T));
+    };
+  }
+
   // Normalised O of the warp's rows as T into the staging tile (fused layout), lse to global.
   __device__ __forceinline__ void stage(const fused::KernelParams& p, const fused::QueryCta& c,
                                         uint32_t staging, int row0, int lane) {
