@@ -78,9 +78,9 @@ struct WsConfig {
   static constexpr int kV = kK + KS * KVTile::kBytes;
   static constexpr int kTab = kV + VS * KVTile::kBytes;
   // mbarriers: full K[KS], full V[VS], empty K[KS], empty V[VS], full Q[2], full tile[2],
-  // empty Q[2]; then the two tile slots.
+  // empty Q[2], free tile[2]; then the two tile slots.
   static constexpr int kBar = kTab + fused::kMaxTableEntries * 8;
-  static constexpr int kSlots = kBar + (2 * (KS + VS) + 6) * 8;
+  static constexpr int kSlots = kBar + (2 * (KS + VS) + 8) * 8;
   static constexpr int kSmem = kSlots + 2 * int(sizeof(TileSlot)) + 1024;  // + alignment slack
 };
 
@@ -178,6 +178,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   const uint32_t full_k = sQ0 + Cfg::kBar, full_v = full_k + 8 * KS;
   const uint32_t empty_k = full_v + 8 * VS, empty_v = empty_k + 8 * KS;
   const uint32_t full_q = empty_v + 8 * VS, full_id = full_q + 16, empty_q = full_id + 16;
+  const uint32_t free_id = empty_q + 16;
   Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
   // Q of the i-th query tile goes to buffer i % QB (the consumers only read it), one TMA box per
   // warpgroup half (SplitWalk's dim d splits the tile); its full / empty barriers are
@@ -201,7 +202,9 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
   // Tile scheduling: the K producer thread takes the CTA's query tiles from the counter (after
   // its first, blockIdx.x) about one tile ahead of the consumers, so tiles go out in order to
   // whichever CTA frees first. It publishes the i-th tile in slot i % 2 (full barrier full_id)
-  // and loads its Q once the consumers have stored tile i - QB from that buffer (empty_q).
+  // once the V thread has released tile i - 2 from that slot (free_id; the consumers are done
+  // with it by then: empty_q), and loads its Q once the consumers are done with tile i - QB's Q
+  // in that buffer (empty_q).
   TileSlot* slots = reinterpret_cast<TileSlot*>(sm.ptr + Cfg::kSlots);
   auto next_id = [&](uint32_t id) {
     return kRoundRobin ? id + gridDim.x : gridDim.x + atomicAdd(p.tile_counter, 1u);
@@ -236,6 +239,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
       mbar_init(full_q + 8 * i, 1);
       mbar_init(full_id + 8 * i, 1);
       mbar_init(empty_q + 8 * i, kConsumerThreads);
+      mbar_init(free_id + 8 * i, 1);
     }
     mbar_init_fence();
   }
@@ -262,6 +266,8 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
       for (int i = 0;; ++i) {
         if (k_stream) {  // the K thread also schedules: the next tile, and its Q
           if (i >= QB) mbar_wait(empty_q + q_bar(i), q_parity(i) ^ 1u);
+          // The V thread is done reading tile i - 2 from this slot.
+          if (i >= 2) mbar_wait(free_id + 8 * (i & 1), ((i >> 1) & 1) ^ 1u);
           // The last id from shared memory: a register held across the loads spilled (ptxas).
           if (i > 0) id = next_id(slots[(i - 1) & 1].id);
           id = take_tile(id, slots[i & 1].c);  // built in shared memory
@@ -285,6 +291,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
                                c.cta.grp, tb, c.cta.head / p.group_size);
           if (++slot == ring) slot = 0, phase ^= 1u;
         }
+        if (!k_stream) mbar_arrive(free_id + 8 * (i & 1));  // the slot may take tile i + 2
       }
     }
     return;
