@@ -137,11 +137,27 @@ esac
 RESERVE=$(( SAN_RESERVE + (${GPU_CHECK_BENCH:-1} != 0 ? 75 : 0) + 10 ))
 LEFT=$((BUDGET - SECONDS - RESERVE))
 [ "$LEFT" -lt 60 ] && LEFT=60
-# pytest imports jax_na from the source tree (rootdir on sys.path), which has no compiled
-# extension after a plain `pip install .`: lend it the installed one for the run.
+# pytest, the sanitizer and the benchmark import jax_na from the source tree (rootdir on
+# sys.path), which has no compiled extension after a plain `pip install .`, or an older one
+# left by an earlier run on this machine (which the tests would then check instead of this
+# build): lend the tree the installed extension for the run, and put back what was there.
 LENT=""
-if [ -n "$SO" ] && ! ls "$ROOT"/jax_na/_jax_na_native*.so >/dev/null 2>&1; then
-  cp "$SO" "$ROOT/jax_na/" && LENT="$ROOT/jax_na/$(basename "$SO")"
+KEPT=""
+restore_extension() {
+  [ -n "$LENT" ] && rm -f "$LENT"
+  for f in $KEPT; do mv -f "$f.gpu-check-kept" "$f"; done
+  LENT=""
+  KEPT=""
+}
+trap restore_extension EXIT
+if [ -n "$SO" ]; then
+  for f in "$ROOT"/jax_na/_jax_na_native*.so; do
+    [ -e "$f" ] && ! cmp -s "$f" "$SO" && mv -f "$f" "$f.gpu-check-kept" && KEPT="$KEPT $f"
+  done
+  if [ ! -e "$ROOT/jax_na/$(basename "$SO")" ]; then
+    cp "$SO" "$ROOT/jax_na/" && LENT="$ROOT/jax_na/$(basename "$SO")"
+  fi
+  [ -n "$KEPT" ] && echo "lent this build's extension to the source tree (set aside:$KEPT)"
 fi
 (cd "$ROOT" && $PY -c "import jax_na; print('tests import', jax_na.__file__, jax_na.available_families())" 2>&1 | tail -1)
 # --capture=sys: a native crash or XLA's own fatal message lands in the log instead of a
@@ -177,7 +193,7 @@ if [ "${GPU_CHECK_BENCH:-1}" != 0 ]; then
     --peers cudnn-full,reference,jax_na --time-limit 90 --json "$OUT/bench.json") >"$OUT/bench.txt" 2>"$OUT/bench.err"
   grep -E "^V1 " "$OUT/bench.txt"
 fi
-[ -n "$LENT" ] && rm -f "$LENT"
+restore_extension
 
 # --- summary (last) ---------------------------------------------------------------------------
 echo

@@ -85,14 +85,14 @@ CASES = (
 )
 # racecheck: tiny problems, one per code path with shared memory (tensor-core 2-D and 1-D, head
 # dim 256 (two warpgroups per CTA in cuda-hopper's backward), the naive family's per-warp
-# buffers at an odd head_dim), and two with more 128-query tiles than an H100 has SMs, so that
-# cuda-hopper's persistent forward CTAs hand shared memory from one query tile to the next (1-D
-# non-causal: tiles round robin; 2-D: from the counter).
+# buffers at an odd head_dim), and two with over twice as many 128-query tiles as an H100 has
+# SMs, so that cuda-hopper's persistent forward CTAs take three tiles and reuse each shared tile
+# slot (1-D non-causal: tiles round robin; 2-D: from the counter).
 RACE_CASES = (
     C("race-2d-bf16-d64", (9, 10), dict(kernel_size=(3, 5), dilation=(1, 2), is_causal=(True, False)),
       2, 1, 64, "bfloat16"),
-    C("race-1d-persistent", (1100,), dict(kernel_size=33), 8, 4, 64, "bfloat16", batch=2),
-    C("race-2d-persistent", (40, 40), dict(kernel_size=(5, 7)), 12, 12, 64, "bfloat16"),
+    C("race-1d-persistent", (1100,), dict(kernel_size=33), 8, 4, 64, "bfloat16", batch=4),
+    C("race-2d-persistent", (40, 40), dict(kernel_size=(5, 7)), 24, 24, 64, "bfloat16"),
     C("race-1d-f16-d128", (40,), dict(kernel_size=7, stride=2, is_causal=True), 2, 2, 128, "float16"),
     C("race-2d-bf16-d256", (9, 10), dict(kernel_size=(3, 5)), 2, 1, 256, "bfloat16"),
     C("race-1d-f32-d33", (12,), dict(kernel_size=3), 2, 1, 33, "float32", naive_only=True),
