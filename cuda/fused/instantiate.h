@@ -16,16 +16,19 @@
 namespace jax_na {
 namespace fused {
 
-// Call f(std::integral_constant<int, D>{}) for the supported head dims D = 32, 64, 128;
-// cudaErrorNotSupported otherwise.
+// Call f(std::integral_constant<int, D>{}) for head_dim == D, one of the head dims Ds that a
+// family is built for; cudaErrorNotSupported otherwise.
+template <int... Ds, typename F>
+cudaError_t dispatch_head_dim_among(int head_dim, F&& f) {
+  cudaError_t err = cudaErrorNotSupported;
+  (void)(((head_dim == Ds) && ((err = f(std::integral_constant<int, Ds>{})), true)) || ...);
+  return err;
+}
+
+// The fused family's head dims: 32, 64, 128.
 template <typename F>
 cudaError_t dispatch_head_dim(int head_dim, F&& f) {
-  switch (head_dim) {
-    case 32: return f(std::integral_constant<int, 32>{});
-    case 64: return f(std::integral_constant<int, 64>{});
-    case 128: return f(std::integral_constant<int, 128>{});
-    default: return cudaErrorNotSupported;
-  }
+  return dispatch_head_dim_among<32, 64, 128>(head_dim, f);
 }
 
 // Which side a tensor-core kernel keeps stationary: queries (forward, dQ; one CTA per query

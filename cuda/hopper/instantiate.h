@@ -132,11 +132,9 @@ cudaError_t launch_fwd_impl(const Problem& pr, const FwdArgs& a, fused::KernelPa
   template <>                                                                                  \
   cudaError_t launch_fwd<T>(const Problem& pr, const FwdArgs& a, fused::KernelParams p,        \
                             int head_dim, int sms, cudaStream_t stream) {                      \
-    if (head_dim == 32) return launch_fwd_impl<T, 32>(pr, a, p, sms, stream);                  \
-    if (head_dim == 64) return launch_fwd_impl<T, 64>(pr, a, p, sms, stream);                  \
-    if (head_dim == 128) return launch_fwd_impl<T, 128>(pr, a, p, sms, stream);                \
-    if (head_dim == 256) return launch_fwd_impl<T, 256>(pr, a, p, sms, stream);                \
-    return cudaErrorNotSupported;                                                              \
+    return fused::dispatch_head_dim_among<32, 64, 128, 256>(head_dim, [&](auto d) {            \
+      return launch_fwd_impl<T, decltype(d)::value>(pr, a, p, sms, stream);                    \
+    });                                                                                        \
   }                                                                                            \
   }                                                                                            \
   }

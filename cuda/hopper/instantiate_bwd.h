@@ -44,19 +44,11 @@ cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::Ker
   cudaError_t LAUNCH<T>(fused::KernelParams p, int head_dim, cudaStream_t stream) {          \
     constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;                             \
     constexpr auto S = fused::Stationary::STATIONARY;                                        \
-    if (head_dim == 32)                                                                      \
-      return launch_bwd_tiles<CONFIG<T, 32>, S>(KERNEL<T, 32, true>, KERNEL<T, 32, false>, p, \
-                                                32, bf16, MAKE_MAPS, stream);                \
-    if (head_dim == 64)                                                                      \
-      return launch_bwd_tiles<CONFIG<T, 64>, S>(KERNEL<T, 64, true>, KERNEL<T, 64, false>, p, \
-                                                64, bf16, MAKE_MAPS, stream);                \
-    if (head_dim == 128)                                                                     \
-      return launch_bwd_tiles<CONFIG<T, 128>, S>(KERNEL<T, 128, true>, KERNEL<T, 128, false>, \
-                                                 p, 128, bf16, MAKE_MAPS, stream);           \
-    if (head_dim == 256)                                                                     \
-      return launch_bwd_tiles<CONFIG<T, 256>, S>(KERNEL<T, 256, true>, KERNEL<T, 256, false>, \
-                                                 p, 256, bf16, MAKE_MAPS, stream);           \
-    return cudaErrorNotSupported;                                                            \
+    return fused::dispatch_head_dim_among<32, 64, 128, 256>(head_dim, [&](auto d) {          \
+      constexpr int D = decltype(d)::value;                                                  \
+      return launch_bwd_tiles<CONFIG<T, D>, S>(KERNEL<T, D, true>, KERNEL<T, D, false>, p, D, \
+                                               bf16, MAKE_MAPS, stream);                     \
+    });                                                                                      \
   }                                                                                          \
   }                                                                                          \
   }
