@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # `python benchmarks/trace.py`: make the repo imp
 
 import jax  # noqa: E402
 
-from benchmarks import peers as peers_mod, problems as problems_mod, runner, timing  # noqa: E402
+from benchmarks import meta, peers as peers_mod, problems as problems_mod, runner, timing  # noqa: E402
 
 
 def device_events(xplane_path: str) -> list[tuple[int, int, str]]:
@@ -48,16 +48,17 @@ def summarise(events, steps: int) -> dict:
     return {"span_us": span, "kernels": kernels, "gaps_us": gaps / steps}
 
 
-def trace_step(fn, args, steps: int) -> list[tuple[int, int, str]]:
-    """Compile fn, run it twice, then trace `steps` calls; their device events."""
-    compiled, _ = timing.compile_fn(fn, args)
-    for _ in range(2):
+def trace_step(fn, arg_sets, steps: int) -> list[tuple[int, int, str]]:
+    """Compile fn, run it once per input set, then trace `steps` calls rotating among the sets
+    as run.py's timings do (so L2 holds no call's inputs when it starts); their device events."""
+    compiled, _ = timing.compile_fn(fn, arg_sets[0])
+    for args in arg_sets:
         jax.block_until_ready(compiled(*args))
     with tempfile.TemporaryDirectory() as d:
         jax.profiler.start_trace(d)
         out = None
-        for _ in range(steps):
-            out = compiled(*args)
+        for i in range(steps):
+            out = compiled(*arg_sets[i % len(arg_sets)])
         jax.block_until_ready(out)
         jax.profiler.stop_trace()
         paths = glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)
@@ -73,17 +74,28 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="fwd", choices=("fwd", "fwd+bwd"))
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sets", type=int, default=None,
+                    help="input sets to rotate among (default: as many as run.py uses for the problem)")
+    ap.add_argument("--chain", type=int, default=1,
+                    help="fwd only: trace steps of n chained calls (timing.chain, as run.py times fast "
+                         "forwards), so that the gaps inside a step are those between calls")
     a = ap.parse_args(argv)
+    if a.chain > 1 and a.mode != "fwd":
+        ap.error("--chain applies to --mode fwd")
     peer = [p for p in peers_mod.all_peers() if p.name == a.peer]
     if not peer:
         ap.error(f"--peer {a.peer!r} is not one of {[p.name for p in peers_mod.all_peers()]}")
     for p in problems_mod.select(problems_mod.SUITES[a.suite], a.problems):
-        fn, arg_sets = runner.args_for(a.mode, peer[0].make(p), runner.make_inputs(p, 1, a.seed))
-        s = summarise(trace_step(fn, arg_sets[0], a.steps), a.steps)
+        n_sets = a.sets or runner.n_input_sets(p, runner.Limits.mem_frac * meta.available_memory_bytes())
+        fn, arg_sets = runner.args_for(a.mode, peer[0].make(p), runner.make_inputs(p, n_sets, a.seed))
+        if a.chain > 1:
+            fn, arg_sets = timing.chain(fn, a.chain, len(arg_sets)), [[x for s in arg_sets for x in s]]
+        s = summarise(trace_step(fn, arg_sets, a.steps), a.steps)
         if not s["kernels"]:
             print(f"{p.name} {a.mode}: no device events (no GPU, or the profiler saw none)")
             continue
-        print(f"{p.name} {a.mode} {a.peer}: {s['span_us']:.1f} us per step")
+        print(f"{p.name} {a.mode} {a.peer}: {s['span_us']:.1f} us per step ({n_sets} input sets"
+              f"{f', {a.chain} chained calls per step' if a.chain > 1 else ''})")
         for name, us, n in s["kernels"]:
             print(f"  {us:9.1f} us  x{n:<4g} {name[:100]}")
         print(f"  {s['gaps_us']:9.1f} us  gaps between events")
