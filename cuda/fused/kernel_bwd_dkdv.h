@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(128, DkdvConfig<T, D>::kMinBlocks)
         dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
       }
       gemm_abt_sa2<T, D, NC>(s, sK, q_st, dp, sV, do_st, 16 * warp, lane);
-      if (!wt.inside(tb, p.ts.qlog))
-        mask_tile(s, rp, tb, p.ts.qlog, p.rep_q12, p.rep_q2, lane, -INFINITY);
+      if (const int cut = wt.cut_dims(tb, p.ts.qlog))
+        mask_tile(s, rp, cut, tb, p.ts.qlog, lane, -INFINITY);
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
         const int col = 8 * n + 2 * (lane & 3);

@@ -111,8 +111,8 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
       }
       gemm_abt_sa2<T, D, 64>(s, sQ, sK + st * Cfg::kTile, dp, sdO, sV + st * Cfg::kTile,
                              16 * warp, lane);
-      if (!wt.inside(tb, p.ts.klog))
-        mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+      if (const int cut = wt.cut_dims(tb, p.ts.klog))
+        mask_tile(s, rp, cut, tb, p.ts.klog, lane, -INFINITY);
       softmax_bwd_rows(s, dp, p.scale_log2, lse2, dl);
       gemm_pv<T, D, 64>(dq, s, sK + st * Cfg::kTile, lane);
     }

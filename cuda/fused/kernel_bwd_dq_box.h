@@ -62,12 +62,8 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
       int tb[3];
       walk.tile(p.ts.klog, tb);
       const LaneRows rows = lane_rows(q.bx, tb, p.ts.klog, lane);
-      const bool masked = !wt.inside(tb, p.ts.klog);
-      uint64_t m0 = ~0ull, m1 = ~0ull;
-      if (masked) {
-        m0 = column_mask(rp.lo[0], rp.hi[0], tb, p.ts.klog, p.rep_k12, p.rep_k2);
-        m1 = column_mask(rp.lo[1], rp.hi[1], tb, p.ts.klog, p.rep_k12, p.rep_k2);
-      }
+      const int cut = wt.cut_dims(tb, p.ts.klog);
+      const uint32_t m = cut ? mask_word(rp, cut, tb, p.ts.klog, lane) : ~0u;
       // Two halves of 32 keys: half the S and dP accumulators live at a time.
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -80,7 +76,7 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
         }
         gemm_abt_rows<T, D, 32>(s, qf, q.sk, hr, lane);
         gemm_abt_rows<T, D, 32>(dp, df, q.sv, hr, lane);
-        if (masked) apply_column_masks(s, m0 >> (32 * h), m1 >> (32 * h), lane, -INFINITY);
+        if (cut) apply_mask_word(s, m >> (4 * h), -INFINITY);  // blocks [4 h, 4 h + 4)
         softmax_bwd_rows(s, dp, p.scale_log2, lse2, dl);
         gemm_pv_rows<T, D, 32>(dq, s, q.sk, hr, lane);
       }

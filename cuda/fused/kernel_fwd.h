@@ -37,8 +37,9 @@ struct FwdConfig {
   static constexpr int kLogCols = BN == 64 ? 6 : 5;
   static constexpr int kMinBlocks =
       MT == 2 ? 2 : (D >= 128 ? (BN == 32 ? 3 : 2) : (D >= 64 ? kMinBlocksD64 : 4));
-  // Two row blocks per warp keep their rows' windows as table references (registers).
-  static constexpr bool kRowRefs = MT == 2;
+  // Two row blocks per warp, or head_dim >= 64 (registers short: the D = 64 kernel runs three
+  // CTAs per SM), keep their rows' windows as table references.
+  static constexpr bool kRowRefs = MT == 2 || D >= 64;
   // Q fragments live in registers unless registers are short (then read per k-step).
   static constexpr bool kQInRegs = MT == 1 && !(D >= 128 && BN == 32);
   static constexpr int kQTile = SmemTile<D>::bytes(kRows);
@@ -146,14 +147,15 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D, MT, BN>::kMinBlocks)
         gemm_abt_mt<T, D, BN, MT>(s, sQ, row0, sK + st * Cfg::kKVTile, lane);
       }
       if (!wt.inside(tb, p.ts.klog)) {
+        const int cut = wt.cut_dims(tb, p.ts.klog);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
           if constexpr (Cfg::kRowRefs) {
             RowPartners r;
             unpack_partners(rf[mt], tab, r);
-            mask_tile(s[mt], r, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+            mask_tile(s[mt], r, cut, tb, p.ts.klog, lane, -INFINITY);
           } else {
-            mask_tile(s[mt], rp[mt], tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+            mask_tile(s[mt], rp[mt], cut, tb, p.ts.klog, lane, -INFINITY);
           }
         }
       }

@@ -66,8 +66,8 @@ __global__ void __launch_bounds__(128, FwdBoxConfig<T, D>::kMinBlocks)
 #pragma unroll
       for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
       gemm_abt_rows<T, D, 64>(s, qf, q.sk, rows, lane);
-      if (!wt.inside(tb, p.ts.klog))
-        mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+      if (const int cut = wt.cut_dims(tb, p.ts.klog))
+        mask_tile(s, rp, cut, tb, p.ts.klog, lane, -INFINITY);
       sm.step(s, o, p.scale_log2);
       gemm_pv_rows<T, D, 64>(o, s, q.sv, rows, lane);
     }

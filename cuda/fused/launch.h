@@ -51,10 +51,6 @@ inline void set_mask_constants(KernelParams& p) {
   p.rep_q2 = repeat_every(1 << p.ts.qlog[2]);
   p.rep_k12 = repeat_every(1 << (p.ts.klog[1] + p.ts.klog[2]));
   p.rep_k2 = repeat_every(1 << p.ts.klog[2]);
-  int h[3];
-  half_tile(p.ts.klog, h);
-  p.rep_kh12 = repeat_every(1 << (h[1] + h[2]));
-  p.rep_kh2 = repeat_every(1 << h[2]);
 }
 
 // Launch `ctas` CTAs of `kernel` (1-D grid, split into launches of at most 2^31 - 1 CTAs);

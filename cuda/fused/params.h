@@ -57,9 +57,9 @@ struct KernelParams {
   int64_t tiles;
   int64_t cta_offset;
   TileShape ts;
-  // Replication constants of the column masks (see column_mask) for query and key tiles, and
-  // for the two 64-key halves of a 128-key tile (half_tile).
-  uint64_t rep_q12, rep_q2, rep_k12, rep_k2, rep_kh12, rep_kh2;
+  // Replication constants of the gather tiles' 64-bit row masks (column_mask) for query and key
+  // tiles.
+  uint64_t rep_q12, rep_q2, rep_k12, rep_k2;
   float scale;       // softmax scale
   float scale_log2;  // scale * log2(e)
   // Tensors (layouts in problem.h).
@@ -156,11 +156,12 @@ FUSED_HD Window dim_window(const KernelParams& p, int i, int pos, int Lg) {
   return window_positions(pos, Lg, p.ker[i], p.str[i], p.causal[i] != 0);
 }
 
-// ---- column masks ------------------------------------------------------------------------
-// A tile of at most 64 columns; bit c of a row's mask says whether column c is a neighbour of
-// the row. Per dim the row's partners form one interval, so the mask is the AND of three
+// ---- 64-bit tile masks ---------------------------------------------------------------------
+// A tile of at most 64 positions; bit c says whether its position c lies inside a box [lo, hi)
+// (the gather tiles' valid rows: query_tile.h, key_tile.h; the score fragments' element masks
+// are mask.h's mask_word). Per dim the box is one interval, so the mask is the AND of three
 // interval patterns: dim 0 is one contiguous run, dim 1 a run repeated every 2^(lg1+lg2)
-// columns, dim 2 a run repeated every 2^lg2 columns. Replication is a carry-free multiply.
+// positions, dim 2 a run repeated every 2^lg2 positions. Replication is a carry-free multiply.
 
 FUSED_HD uint64_t low_bits(int n) { return n >= 64 ? ~0ull : ((1ull << n) - 1ull); }
 FUSED_HD uint64_t range_bits(int a, int b) { return low_bits(b) & ~low_bits(a); }
@@ -169,14 +170,7 @@ FUSED_HD uint64_t repeat_every(int period) {
   return period >= 64 ? 1ull : (~0ull / low_bits(period));
 }
 
-// column_mask of a 1-D problem's tile (dims 0 and 1 of extent 1, inside every window): the
-// row's partners [lo, hi) of dim 2 against the tile [tb, tb + 2^lg) of dim 2.
-FUSED_HD uint64_t interval_mask(int lo, int hi, int tb, int lg) {
-  const int e = 1 << lg;
-  return range_bits(na_min(na_max(lo - tb, 0), e), na_min(na_max(hi - tb, 0), e));
-}
-
-// Row partners [lo_i, hi_i) in absolute positions; tile starts at tb with log extents lg.
+// Box [lo_i, hi_i) in absolute positions; tile starts at tb with log extents lg.
 FUSED_HD uint64_t column_mask(const int (&lo)[3], const int (&hi)[3], const int (&tb)[3],
                               const int (&lg)[3], uint64_t rep12, uint64_t rep2) {
   int a[3], b[3];

@@ -147,6 +147,15 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
     gemm_ss_abt<T, NC, D, Tile, Tile>(s, dk_desc, Tile::k_major(q_tile));
     gemm_ss_abt<T, NC, D, Tile, Tile>(dp, dv_desc, Tile::k_major(do_tile));
     wgmma_commit();
+    // The tile's element masks while S^T and dP^T run (they depend only on the tile and the
+    // rows). At head_dim 256 the rows' intervals are read again here instead of held through
+    // the loop: holding them spilled 24 bytes (ptxas).
+    const int cut = wt.cut_dims(tb, p.ts.qlog);
+    uint32_t mask = 0u;
+    if (cut) {
+      if constexpr (D > 128) key_row_partners(p, tab, warp, lane, rp);
+      mask = mask_word(rp, cut, tb, p.ts.qlog, lane);
+    }
     wgmma_wait<1>();  // dK of tile it - 1 is done: every warp then leaves the other slots
     __syncthreads();
     int tn[3] = {tb[0], tb[1], tb[2]};
@@ -159,12 +168,7 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
     wgmma_wait<0>();
     fence_acc(s);
     fence_acc(dp);
-    if (!wt.inside(tb, p.ts.qlog)) {
-      // At head_dim 256 the rows' intervals are read again here instead of held through the
-      // loop: holding them spilled 24 bytes (ptxas).
-      if constexpr (D > 128) key_row_partners(p, tab, warp, lane, rp);
-      mask_tile(s, rp, tb, p.ts.qlog, p.rep_q12, p.rep_q2, lane, -INFINITY);
-    }
+    if (cut) apply_mask_word(s, mask, -INFINITY);
     float dl[NT][2];  // delta of the thread's columns 8n + 2 (lane % 4) + {0, 1}
 #pragma unroll
     for (int n = 0; n < NT; ++n) {

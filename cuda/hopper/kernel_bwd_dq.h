@@ -158,8 +158,8 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
     wgmma_wait<0>();
     fence_acc(s);
     fence_acc(dp);
-    if (!wt.inside(tb, p.ts.klog))
-      mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
+    if (const int cut = wt.cut_dims(tb, p.ts.klog))
+      mask_tile(s, rp, cut, tb, p.ts.klog, lane, -INFINITY);
     fused::softmax_bwd_rows(s, dp, p.scale_log2, lse2, dl);
     uint32_t ds[NT / 2][4];
     pack_a<T, NT / 2>(s, ds);

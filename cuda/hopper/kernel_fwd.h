@@ -126,8 +126,9 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
     float s[NT][4], alpha[2];
     wgmma_fence();
     cs.issue_s(s, k_slot(0));
+    const auto mask = cs.tile_mask(p, tb, lane);
     wgmma_wait<0>();
-    cs.scores(p, tb, s, alpha, lane);
+    cs.scores(p, mask, s, alpha);
     cs.keep_p(s);
     tb[0] = tn[0], tb[1] = tn[1], tb[2] = tn[2];
   }
@@ -139,8 +140,9 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
     cs.issue_s(s, k_slot(j));
     cs.issue_pv(v_slot(j - 1));
     wgmma_commit();
+    const auto mask = cs.tile_mask(p, tb, lane);
     wgmma_wait<1>();  // S_j is ready; P_{j-1} V_{j-1} may still run during the softmax
-    cs.scores(p, tb, s, alpha, lane);
+    cs.scores(p, mask, s, alpha);
     wgmma_wait<0>();
     fence_acc(cs.o);
     cs.sm.rescale(cs.o, alpha);

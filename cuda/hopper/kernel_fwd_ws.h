@@ -15,7 +15,8 @@
 // tile ahead. The warpgroups share every key/value tile. Each warpgroup computes only the tiles
 // its own rows see, one contiguous run of the load order (SplitWalk), and releases the others at
 // once. Per computed tile (mainloop.h):
-//   issue S_j = Q K_j^T and O += P_prev V_prev; wait S_j; masks where needed; softmax of S_j
+//   issue S_j = Q K_j^T and O += P_prev V_prev; build S_j's masks where needed (mainloop.h:
+//   tile_mask) while it runs; wait S_j; apply them; softmax of S_j
 //   while P_prev V_prev runs; wait; rescale O.
 // Ping-pong: named barriers hand the right to issue MMAs back and forth between the
 // warpgroups, so one's softmax runs under the other's MMAs. Epilogue: each warp stores its O
@@ -376,9 +377,10 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         wgmma_fence();
         cs.issue_s(s, k_tile());
         named_arrive(other_turn, kConsumerThreads);
+        const auto mask = cs.tile_mask(p, tb, lane);
         wgmma_wait<0>();
         release_k();
-        cs.scores(p, tb, s, alpha, lane);
+        cs.scores(p, mask, s, alpha);
         keep(s);
         ++j, next_tile();
       }
@@ -393,9 +395,10 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         cs.issue_pv(sV + pv_slot * KV::kBytes);
         wgmma_commit();
         named_arrive(other_turn, kConsumerThreads);
+        const auto mask = cs.tile_mask(p, tb, lane);
         wgmma_wait<1>();  // S_j is ready; P_prev V_prev may still run during the softmax
         release_k();
-        cs.scores(p, tb, s, alpha, lane);
+        cs.scores(p, mask, s, alpha);
         wgmma_wait<0>();
         fence_acc(cs.o);
         if (leader) mbar_arrive(empty_v + 8 * pv_slot);

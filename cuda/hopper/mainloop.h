@@ -61,40 +61,55 @@ struct Consumer {
     gemm_rs_ab<T, D, KK, KV>(o, pa, KV::mn_major(v_tile));
   }
 
-  // S of the tile at tb has landed: masks where needed, then the softmax's scores half.
-  __device__ __forceinline__ void scores(const fused::KernelParams& p, const int (&tb)[3],
-                                         float (&s)[NT][4], float (&alpha)[2], int lane) {
-    fence_acc(s);
-    if (!wt.inside(tb, p.ts.klog)) {
+  // The element masks of the tile at tb (none where every row sees it whole). They depend only
+  // on the tile and the rows' windows, so the kernels build them while the tile's S is still in
+  // flight: only their application waits for S.
+  struct TileMask {
+    uint32_t w[BN / 64];  // mask_word of each 64-column half
+    int cut;              // WarpTileTest::cut_dims of the tile (0: no masks)
+  };
+  __device__ __forceinline__ TileMask tile_mask(const fused::KernelParams& p, const int (&tb)[3],
+                                                int lane) const {
+    TileMask m;
+    m.cut = wt.cut_dims(tb, p.ts.klog);
+    if (m.cut) {
       if constexpr (BN == 64) {
-        fused::mask_tile(s, rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, lane, -INFINITY);
-      } else {  // 128 keys: two halves of 64 columns (fused::half_tile)
-        mask_half<0>(p, tb, s, lane);
-        mask_half<8>(p, tb, s, lane);
+        m.w[0] = fused::mask_word(rp, m.cut, tb, p.ts.klog, lane);
+      } else if (fused::one_dim(p)) {  // only dim 2 can cut a 1-D tile
+        half_masks<2>(p, tb, m, lane);
+      } else {
+        half_masks<0>(p, tb, m, lane);
       }
     }
-    sm.scores(s, p.scale_log2, alpha);
+    return m;
   }
 
-  // Masks of the 64 columns of blocks [NT0, NT0 + 8) of a 128-key tile at tb: its first half
-  // (NT0 = 0) or its second, each a tile of 64 keys (fused::half_tile).
-  template <int NT0>
-  __device__ __forceinline__ void mask_half(const fused::KernelParams& p, const int (&tb)[3],
-                                            float (&s)[NT][4], int lane) const {
-    int lg[3], th[3];
+  // Masks of the two 64-column halves of a 128-key tile at tb, each a tile of 64 keys
+  // (fused::half_tile); dims below kFirstDim are inside every window.
+  template <int kFirstDim>
+  __device__ __forceinline__ void half_masks(const fused::KernelParams& p, const int (&tb)[3],
+                                             TileMask& m, int lane) const {
+    int lg[3];
     fused::half_tile(p.ts.klog, lg);
     const int d = fused::outer_dim(p.ts.klog);
 #pragma unroll
-    for (int i = 0; i < 3; ++i) th[i] = tb[i] + (NT0 > 0 && i == d ? 1 << lg[i] : 0);
-    uint64_t m0, m1;
-    if (fused::one_dim(p)) {  // one interval per row (a sixth of the work)
-      m0 = fused::interval_mask(rp.lo[0][2], rp.hi[0][2], th[2], lg[2]);
-      m1 = fused::interval_mask(rp.lo[1][2], rp.hi[1][2], th[2], lg[2]);
-    } else {
-      m0 = fused::column_mask(rp.lo[0], rp.hi[0], th, lg, p.rep_kh12, p.rep_kh2);
-      m1 = fused::column_mask(rp.lo[1], rp.hi[1], th, lg, p.rep_kh12, p.rep_kh2);
+    for (int h = 0; h < 2; ++h) {
+      int th[3];
+#pragma unroll
+      for (int i = 0; i < 3; ++i) th[i] = tb[i] + (h > 0 && i == d ? 1 << lg[i] : 0);
+      m.w[h] = fused::mask_word<kFirstDim>(rp, wt.cut_dims(th, lg), th, lg, lane);
     }
-    fused::apply_column_masks<NT0>(s, m0, m1, lane, -INFINITY);
+  }
+
+  // S of the tile has landed: its masks, then the softmax's scores half.
+  __device__ __forceinline__ void scores(const fused::KernelParams& p, const TileMask& m,
+                                         float (&s)[NT][4], float (&alpha)[2]) {
+    fence_acc(s);
+    if (m.cut) {
+      fused::apply_mask_word<0>(s, m.w[0], -INFINITY);
+      if constexpr (BN == 128) fused::apply_mask_word<8>(s, m.w[1], -INFINITY);
+    }
+    sm.scores(s, p.scale_log2, alpha);
   }
 
   // P of this tile, as the A operand of its P V.

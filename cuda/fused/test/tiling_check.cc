@@ -78,12 +78,12 @@ void for_each_query_cta(const KernelParams& p, Fn fn) {
 
 // Columns of `lane` that the kernel computes for row half rr, given the tile test and masks.
 template <int NT>
-void lane_columns(const RowPartners& rp, const int (&tb)[3], const int (&lg)[3], uint64_t r12,
-                  uint64_t r2, bool inside, int lane, std::vector<std::pair<int, int>>& out) {
+void lane_columns(const RowPartners& rp, const WarpTileTest& wt, const int (&tb)[3],
+                  const int (&lg)[3], int lane, std::vector<std::pair<int, int>>& out) {
   float s[NT][4];
   for (int n = 0; n < NT; ++n)
     for (int e = 0; e < 4; ++e) s[n][e] = 1.f;
-  if (!inside) mask_tile(s, rp, tb, lg, r12, r2, lane, 0.f);
+  if (const int cut = wt.cut_dims(tb, lg)) mask_tile(s, rp, cut, tb, lg, lane, 0.f);
   for (int n = 0; n < NT; ++n)
     for (int e = 0; e < 4; ++e)
       if (s[n][e] != 0.f) out.push_back({e >> 1, 8 * n + 2 * (lane & 3) + (e & 1)});
@@ -148,9 +148,9 @@ int check_query_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, in
           if (!wt.meets(tb, p.ts.klog)) continue;
           cols.clear();
           if (log_cols == 6)
-            lane_columns<8>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
+            lane_columns<8>(rp, wt, tb, p.ts.klog, lane, cols);
           else
-            lane_columns<4>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
+            lane_columns<4>(rp, wt, tb, p.ts.klog, lane, cols);
           for (auto& rc : cols) {
             const int64_t q = query_row_index(p, c, brow + (lane >> 2) + 8 * rc.first, 0);
             if (q < 0) continue;  // row past the group's end: not stored
@@ -222,9 +222,9 @@ int check_key_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, int 
             cols.clear();
             const bool inside = wt.inside(tb, p.ts.qlog);
             if (log_cols == 6)
-              lane_columns<8>(rp, tb, p.ts.qlog, p.rep_q12, p.rep_q2, inside, lane, cols);
+              lane_columns<8>(rp, wt, tb, p.ts.qlog, lane, cols);
             else
-              lane_columns<4>(rp, tb, p.ts.qlog, p.rep_q12, p.rep_q2, inside, lane, cols);
+              lane_columns<4>(rp, wt, tb, p.ts.qlog, lane, cols);
             for (auto& rc : cols) {
               const int64_t k = own_key_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rc.first);
               if (k < 0) continue;
@@ -279,7 +279,7 @@ bool check_box(const Geo& g, std::vector<int>& cnt, int& errors) {
           int tb[3];
           walk.tile(p.ts.klog, tb);
           cols.clear();
-          lane_columns<8>(rp, tb, p.ts.klog, p.rep_k12, p.rep_k2, wt.inside(tb, p.ts.klog), lane, cols);
+          lane_columns<8>(rp, wt, tb, p.ts.klog, lane, cols);
           for (auto& rc : cols) {
             const int64_t q = query_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rc.first, 0);
             if (q < 0) continue;
