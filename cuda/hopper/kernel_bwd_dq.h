@@ -143,6 +143,17 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
     bars.wait(j);
     __syncthreads();
 
+    // The tile's element masks (they depend only on the tile and the rows): before its MMAs,
+    // off the path from S to dQ, where registers allow (head_dim 32; at 64 holding the word
+    // through the MMAs spilled 32 bytes), else once S has landed.
+    constexpr bool kMaskFirst = D == 32;
+    int cut = 0;
+    uint32_t mask = 0u;
+    auto build_mask = [&]() {
+      cut = wt.cut_dims(tb, p.ts.klog);
+      if (cut) mask = mask_word(rp, cut, tb, p.ts.klog, lane);
+    };
+    if constexpr (kMaskFirst) build_mask();
     float s[NT][4], dp[NT][4];
     wgmma_fence();
     gemm_ss_abt<T, 64, D, Tile, Tile>(s, dq_desc, Tile::k_major(k_tile));
@@ -158,8 +169,8 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
     wgmma_wait<0>();
     fence_acc(s);
     fence_acc(dp);
-    if (const int cut = wt.cut_dims(tb, p.ts.klog))
-      mask_tile(s, rp, cut, tb, p.ts.klog, lane, -INFINITY);
+    if constexpr (!kMaskFirst) build_mask();
+    if (cut) apply_mask_word(s, mask, -INFINITY);
     fused::softmax_bwd_rows(s, dp, p.scale_log2, lse2, dl);
     uint32_t ds[NT / 2][4];
     pack_a<T, NT / 2>(s, ds);
