@@ -29,3 +29,6 @@ def test_tiling_and_masks_cover_each_pair_once(tmp_path):
     # The random geometries must exercise the resident-box plans too.
     checked = int(out.split("resident-box plans checked: ")[1].split()[0])
     assert checked >= 20, out[-2000:]
+    # ...and tilings that tiles_never_cut accepts (the Hopper forward then runs without masks).
+    never_cut = int(out.split("tilings with no tile cut checked: ")[1].split()[0])
+    assert never_cut >= 3, out[-2000:]

@@ -77,6 +77,12 @@ TileShape choose_query_stationary(const KernelParams& p, int log_rows, int log_c
 // group of the problem, counted as choose_query_stationary counts them.
 double query_stationary_iterations(const KernelParams& p, const TileShape& ts);
 
+// Host: whether no key/value tile of the query-stationary tiling p.ts is ever cut by a window:
+// along every dim the queries of each stationary tile share one window, a whole number of key
+// tiles long, so every tile a query tile computes lies inside all its rows' windows (blocked
+// and tile-aligned strided problems: A1b, A2s, A3s). Kernels may then leave masks out.
+bool tiles_never_cut(const KernelParams& p);
+
 // Host: tile shapes for the key-stationary kernel (dK/dV) with 2^log_rows keys per CTA and
 // 2^log_cols queries per iterated query tile. klog is the stationary key tile.
 TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_cols);

@@ -134,6 +134,25 @@ double query_stationary_iterations(const KernelParams& p, const TileShape& ts) {
   return n;
 }
 
+bool tiles_never_cut(const KernelParams& p) {
+  for (int i = 0; i < 3; ++i) {
+    const int eq = 1 << p.ts.qlog[i], ek = 1 << p.ts.klog[i];
+    // Dilation groups have two extents at most: the first group's and the last one's.
+    for (const int g : {0, p.dil[i] - 1}) {
+      const int Lg = group_extent(p.L[i], p.dil[i], g);
+      for (int b = 0; b < Lg; b += eq) {
+        // Window starts and ends are non-decreasing: the first and last query bound the rest.
+        const int en = b + eq < Lg ? b + eq : Lg;
+        const Window first = window_positions(b, Lg, p.ker[i], p.str[i], p.causal[i] != 0);
+        const Window last = window_positions(en - 1, Lg, p.ker[i], p.str[i], p.causal[i] != 0);
+        if (first.start != last.start || first.end != last.end) return false;
+        if ((first.end - first.start) % ek != 0) return false;
+      }
+    }
+  }
+  return true;
+}
+
 TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_cols) {
   return cached(p, log_rows, log_cols, true);
 }

@@ -87,11 +87,21 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream
   // the CTAs take them round robin: no tile counter, hence no memset between this launch and the
   // kernel before it (h10, NOTES.md: A1s -3%). Multi-dimensional or causal tiles differ in cost
   // and go to whichever CTA frees first (h6; causal 1-D round robin: A1c +4%).
+  // Where no tile is ever cut (blocked and tile-aligned strided problems, which take 128-key
+  // tiles), a kernel without mask code.
   if constexpr (BN == 128) {
+    const bool masks = !fused::tiles_never_cut(p);
     if (fused::one_dim(p) && !pr.any_causal()) {
       p.tile_counter = nullptr;
-      err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN, true>, p, ctas, sms, Ws::kThreads,
-                              Ws::kSmem, stream, maps, pr);
+      err = masks ? launch_persistent(hopper_fwd_ws_kernel<T, D, BN, true>, p, ctas, sms,
+                                      Ws::kThreads, Ws::kSmem, stream, maps, pr)
+                  : launch_persistent(hopper_fwd_ws_kernel<T, D, BN, true, false>, p, ctas, sms,
+                                      Ws::kThreads, Ws::kSmem, stream, maps, pr);
+      return true;
+    }
+    if (!masks) {
+      err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN, false, false>, p, ctas, sms,
+                              Ws::kThreads, Ws::kSmem, stream, maps, pr);
       return true;
     }
   }

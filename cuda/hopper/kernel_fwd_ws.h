@@ -156,9 +156,11 @@ struct SplitWalk {
 };
 
 // kRoundRobin: CTA b takes tiles b, b + grid, ... (tiles of equal cost), else from the counter.
+// kMasks false: no tile of the problem is cut by a window (fused::tiles_never_cut), so the
+// kernel carries no mask code (its presence alone cost A1b 3%: NOTES.md, session 13).
 // A template flag, not a branch on p.tile_counter: with both paths the 48-register producer
 // spilled 96 bytes.
-template <typename T, int D, int BN, bool kRoundRobin>
+template <typename T, int D, int BN, bool kRoundRobin, bool kMasks = true>
 __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     hopper_fwd_ws_kernel(const KernelParams p, const __grid_constant__ TmaMaps maps,
                          const uint32_t ctas, const __grid_constant__ Problem pr) {
@@ -377,7 +379,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         wgmma_fence();
         cs.issue_s(s, k_tile());
         named_arrive(other_turn, kConsumerThreads);
-        const auto mask = cs.tile_mask(p, tb, lane);
+        const auto mask = cs.template tile_mask<kMasks>(p, tb, lane);
         wgmma_wait<0>();
         release_k();
         cs.scores(p, mask, s, alpha);
@@ -395,7 +397,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         cs.issue_pv(sV + pv_slot * KV::kBytes);
         wgmma_commit();
         named_arrive(other_turn, kConsumerThreads);
-        const auto mask = cs.tile_mask(p, tb, lane);
+        const auto mask = cs.template tile_mask<kMasks>(p, tb, lane);
         wgmma_wait<1>();  // S_j is ready; P_prev V_prev may still run during the softmax
         release_k();
         cs.scores(p, mask, s, alpha);

@@ -68,10 +68,12 @@ struct Consumer {
     uint32_t w[BN / 64];  // mask_word of each 64-column half
     int cut;              // WarpTileTest::cut_dims of the tile (0: no masks)
   };
+  // kMasks false: the planner found no tile of the problem cut (fused::tiles_never_cut).
+  template <bool kMasks = true>
   __device__ __forceinline__ TileMask tile_mask(const fused::KernelParams& p, const int (&tb)[3],
                                                 int lane) const {
     TileMask m;
-    m.cut = wt.cut_dims(tb, p.ts.klog);
+    m.cut = kMasks ? wt.cut_dims(tb, p.ts.klog) : 0;
     if (m.cut) {
       if constexpr (BN == 64) {
         m.w[0] = fused::mask_word(rp, m.cut, tb, p.ts.klog, lane);

@@ -703,6 +703,9 @@ int main(int argc, char** argv) {
         mk("f32 2d 12x15 k3,5 d2,1 c gqa", 2, 1, {12, 15}, 4, 2, 64, {3, 5}, {1}, {2, 1}, {1}, F32),
         mk("f32 3d 5x6x7 k3", 3, 1, {5, 6, 7}, 2, 2, 128, {3}, {1}, {1}, {0}, F32),
         mk("f16 2d 17x19 k5 d3", 2, 1, {17, 19}, 2, 2, 128, {5}, {2}, {3}, {0}, F16),
+        // No tile cut (fused::tiles_never_cut): the Hopper forward's kernel without masks.
+        mk("1d B2 L4096 k512 s512 (blocked)", 1, 2, {4096}, 2, 2, 128, {512}, {512}, {1}, {0}, BF),
+        mk("2d 64x96 k16,32 s16 (aligned strides)", 2, 1, {64, 96}, 2, 2, 64, {16, 32}, {16}, {1}, {0}, F16),
         // Hopper: more query tiles than SMs (persistent CTAs walk several, across heads, batch
         // and dilation groups of unequal extents).
         mk("2d 72x80 k9 d3 gqa8/4 (persistent)", 2, 1, {72, 80}, 8, 4, 64, {9}, {1}, {3}, {0}, BF),

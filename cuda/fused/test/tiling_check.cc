@@ -89,12 +89,17 @@ void lane_columns(const RowPartners& rp, const WarpTileTest& wt, const int (&tb)
       if (s[n][e] != 0.f) out.push_back({e >> 1, 8 * n + 2 * (lane & 3) + (e & 1)});
 }
 
+int never_cut_tilings = 0;  // query-stationary tilings tiles_never_cut accepted (and checked)
+
 int check_query_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, int log_cols,
                            int mt) {
   KernelParams p = params_of(g);
   p.ts = choose_query_stationary(p, log_rows, log_cols);
   set_mask_constants(p);
   set_grid(p, p.ts.qlog);
+  // Kernels leave masks out where tiles_never_cut: then no warp may ever find a tile cut.
+  const bool never_cut = tiles_never_cut(p);
+  never_cut_tilings += never_cut;
   const int64_t N = p.tokens;
   int errors = 0;
   std::vector<std::pair<int, int>> cols;
@@ -146,6 +151,8 @@ int check_query_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, in
           int tb[3];
           kv_tile_begin(p, c, j, tb);
           if (!wt.meets(tb, p.ts.klog)) continue;
+          if (never_cut && wt.cut_dims(tb, p.ts.klog) != 0 && errors++ < 5)
+            printf("  fwd: a tile is cut although tiles_never_cut\n");
           cols.clear();
           if (log_cols == 6)
             lane_columns<8>(rp, wt, tb, p.ts.klog, lane, cols);
@@ -343,6 +350,13 @@ int main(int argc, char** argv) {
       g.s[i] = uni(0, 2) == 0 ? uni(1, g.k[i]) : 1;
       g.c[i] = uni(0, 3) == 0;
     }
+    // The first cases: blocked and tile-aligned strided geometries (tiles_never_cut holds for
+    // some of their tilings), and one whose windows are not whole key tiles.
+    const Geo fixed[] = {{1, {1, 1, 256}, {1, 1, 128}, {1, 1, 128}, {1, 1, 1}, {0, 0, 0}},
+                         {2, {1, 32, 32}, {1, 16, 16}, {1, 16, 8}, {1, 1, 1}, {0, 0, 0}},
+                         {3, {8, 16, 16}, {4, 8, 8}, {4, 8, 8}, {1, 1, 1}, {0, 0, 0}},
+                         {1, {1, 1, 256}, {1, 1, 96}, {1, 1, 128}, {1, 1, 1}, {0, 0, 0}}};
+    if (cs < int(sizeof(fixed) / sizeof(fixed[0]))) g = fixed[cs];
     const int N = g.L[0] * g.L[1] * g.L[2];
     std::vector<int> cnt(size_t(N) * N);
     int bad = 0;
@@ -373,6 +387,7 @@ int main(int argc, char** argv) {
     }
   }
   printf("tiling_check: resident-box plans checked: %d\n", box_cases);
+  printf("tiling_check: tilings with no tile cut checked: %d\n", never_cut_tilings);
   printf("tiling_check: %d of %d geometries failed\n", failed, cases);
   return failed ? 1 : 0;
 }
