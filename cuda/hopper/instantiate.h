@@ -22,11 +22,25 @@ namespace jax_na {
 namespace hopper {
 
 // The warp-specialised kernel's tiles: the best 64-query tile for one warpgroup (its work),
-// doubled along its outermost dim of extent > 1, the dim SplitWalk splits (shared loads); in
-// the order whose first wave (one CTA per SM) shares the most keys.
+// doubled along the dim that adds the fewest key tiles (the outermost of extent > 1 unless
+// another is 2% better: A3s doubles 1x8x8 along dim 0, inside its stride groups, not along dim
+// 1 across two); the warpgroups split the outermost dim of extent > 1 (SplitWalk; shared loads).
+// In the order whose first wave (one CTA per SM) shares the most keys.
 inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols, int sms) {
   p.ts = fused::choose_query_stationary(p, 6, log_cols);  // 2^6: one warpgroup's rows
-  p.ts.qlog[split_dim(p.ts.qlog)] += 1;
+  const fused::TileShape base = p.ts;
+  auto doubled = [&](int i) {
+    fused::TileShape t = base;
+    ++t.qlog[i];
+    return t;
+  };
+  int best = split_dim(base.qlog);
+  double best_n = fused::query_stationary_iterations(p, doubled(best));
+  for (int i = 0; i < 3; ++i) {
+    const double n = fused::query_stationary_iterations(p, doubled(i));
+    if (n < 0.98 * best_n) best = i, best_n = n;
+  }
+  p.ts = doubled(best);
   const int64_t ctas = fused::grid_ctas<fused::Stationary::kQuery>(p);
   fused::order_tiles_for_l2(p, sms);
   return ctas;
