@@ -2,8 +2,11 @@
 step, and how long the device sits idle between them (a jax.profiler trace of a few steps, read
 back with jax.profiler.ProfileData). What `run.py`'s per-call times do not show: XLA's own
 fusions beside ours (the backward's delta reduction), memsets, repair launches, launch gaps.
+Steps rotate among as many input sets as run.py uses (L2-cold inputs, as in its timings);
+`--chain n` traces forwards as run.py times fast ones, n chained calls per step.
 
 `python benchmarks/trace.py --problems V1 --peer jax_na:cuda-fused --mode fwd+bwd`
+`python benchmarks/trace.py --problems K31 --peer jax_na:cuda-hopper --chain 4`
 GPU only: on CPU the trace holds no device plane, and the script says so.
 """
 
