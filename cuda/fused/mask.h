@@ -40,6 +40,7 @@ struct WarpTileTest {
     for (int i = 0; i < 3; ++i) cut |= int(tb[i] < in_lo[i] || tb[i] + (1 << lg[i]) > in_hi[i]) << i;
     return cut;
   }
+  // cut_dims() == 0, as a short-circuit chain (the kernels' loop branches on it every tile).
   FUSED_HD bool inside(const int (&tb)[3], const int (&lg)[3]) const {
     bool ok = true;
 #pragma unroll
