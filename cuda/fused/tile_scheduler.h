@@ -83,6 +83,17 @@ double query_stationary_iterations(const KernelParams& p, const TileShape& ts);
 // and tile-aligned strided problems: A1b, A2s, A3s). Kernels may then leave masks out.
 bool tiles_never_cut(const KernelParams& p);
 
+// Host: query-stationary tiles of 2^(log_rows + 1) queries for kernels whose two warpgroups
+// take half each (the Hopper forward): the best 2^log_rows tile doubled along the dim that adds
+// the fewest key tiles (the outermost of extent > 1 unless another is 2% better: A3s doubles
+// 1x8x8 along dim 0, inside its stride groups, not along dim 1 across two), and whether that
+// tiling is never cut (tiles_never_cut). Cached per geometry.
+struct DoubledTiles {
+  TileShape ts;
+  bool never_cut;
+};
+DoubledTiles choose_query_stationary_doubled(const KernelParams& p, int log_rows, int log_cols);
+
 // Host: tile shapes for the key-stationary kernel (dK/dV) with 2^log_rows keys per CTA and
 // 2^log_cols queries per iterated query tile. klog is the stationary key tile.
 TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_cols);

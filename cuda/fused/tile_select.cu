@@ -85,15 +85,10 @@ TileShape choose(const KernelParams& p, int log_rows, int log_cols, bool key_sta
   return best;
 }
 
+// The geometry (per dim: extent, kernel, stride, dilation, causal) and three more ints.
 using Key = std::array<int, 18>;
 
-struct Cache {
-  std::mutex mu;
-  std::vector<std::pair<Key, TileShape>> entries;  // most recent last
-};
-
-TileShape cached(const KernelParams& p, int log_rows, int log_cols, bool key_stationary) {
-  static Cache cache;
+Key geometry_key(const KernelParams& p, int a, int b, int c) {
   Key key{};
   int n = 0;
   for (int i = 0; i < 3; ++i) {
@@ -103,25 +98,38 @@ TileShape cached(const KernelParams& p, int log_rows, int log_cols, bool key_sta
     key[n++] = p.dil[i];
     key[n++] = p.causal[i];
   }
-  key[n++] = log_rows;
-  key[n++] = log_cols;
-  key[n++] = key_stationary;
+  key[n++] = a;
+  key[n++] = b;
+  key[n++] = c;
+  return key;
+}
+
+// compute() once per key (the last 256 keys kept): the planners run on every call.
+template <typename V, typename F>
+V cached(const Key& key, F compute) {
+  static std::mutex mu;
+  static std::vector<std::pair<Key, V>> entries;  // most recent last
   {
-    std::lock_guard<std::mutex> lock(cache.mu);
-    for (auto& e : cache.entries)
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& e : entries)
       if (e.first == key) return e.second;
   }
-  const TileShape ts = choose(p, log_rows, log_cols, key_stationary);
-  std::lock_guard<std::mutex> lock(cache.mu);
-  if (cache.entries.size() >= 256) cache.entries.erase(cache.entries.begin());
-  cache.entries.emplace_back(key, ts);
-  return ts;
+  const V v = compute();
+  std::lock_guard<std::mutex> lock(mu);
+  if (entries.size() >= 256) entries.erase(entries.begin());
+  entries.emplace_back(key, v);
+  return v;
+}
+
+TileShape cached_choice(const KernelParams& p, int log_rows, int log_cols, bool key_stationary) {
+  return cached<TileShape>(geometry_key(p, log_rows, log_cols, key_stationary),
+                           [&] { return choose(p, log_rows, log_cols, key_stationary); });
 }
 
 }  // namespace
 
 TileShape choose_query_stationary(const KernelParams& p, int log_rows, int log_cols) {
-  return cached(p, log_rows, log_cols, false);
+  return cached_choice(p, log_rows, log_cols, false);
 }
 
 double query_stationary_iterations(const KernelParams& p, const TileShape& ts) {
@@ -153,8 +161,31 @@ bool tiles_never_cut(const KernelParams& p) {
   return true;
 }
 
+DoubledTiles choose_query_stationary_doubled(const KernelParams& p, int log_rows,
+                                             int log_cols) {
+  return cached<DoubledTiles>(geometry_key(p, log_rows, log_cols, 2), [&] {
+    const TileShape base = choose_query_stationary(p, log_rows, log_cols);
+    auto doubled = [&](int i) {
+      TileShape t = base;
+      ++t.qlog[i];
+      return t;
+    };
+    int best = outer_dim(base.qlog);
+    double best_n = query_stationary_iterations(p, doubled(best));
+    for (int i = 0; i < 3; ++i) {
+      const double n = query_stationary_iterations(p, doubled(i));
+      if (n < 0.98 * best_n) best = i, best_n = n;
+    }
+    DoubledTiles d{doubled(best), false};
+    KernelParams q = p;
+    q.ts = d.ts;
+    d.never_cut = tiles_never_cut(q);
+    return d;
+  });
+}
+
 TileShape choose_key_stationary(const KernelParams& p, int log_rows, int log_cols) {
-  return cached(p, log_rows, log_cols, true);
+  return cached_choice(p, log_rows, log_cols, true);
 }
 
 void set_grid(KernelParams& p, const int (&lg)[3]) {

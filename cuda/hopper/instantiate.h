@@ -22,25 +22,13 @@ namespace jax_na {
 namespace hopper {
 
 // The warp-specialised kernel's tiles: the best 64-query tile for one warpgroup (its work),
-// doubled along the dim that adds the fewest key tiles (the outermost of extent > 1 unless
-// another is 2% better: A3s doubles 1x8x8 along dim 0, inside its stride groups, not along dim
-// 1 across two); the warpgroups split the outermost dim of extent > 1 (SplitWalk; shared loads).
-// In the order whose first wave (one CTA per SM) shares the most keys.
-inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols, int sms) {
-  p.ts = fused::choose_query_stationary(p, 6, log_cols);  // 2^6: one warpgroup's rows
-  const fused::TileShape base = p.ts;
-  auto doubled = [&](int i) {
-    fused::TileShape t = base;
-    ++t.qlog[i];
-    return t;
-  };
-  int best = split_dim(base.qlog);
-  double best_n = fused::query_stationary_iterations(p, doubled(best));
-  for (int i = 0; i < 3; ++i) {
-    const double n = fused::query_stationary_iterations(p, doubled(i));
-    if (n < 0.98 * best_n) best = i, best_n = n;
-  }
-  p.ts = doubled(best);
+// doubled along the dim that adds the fewest key tiles (fused::choose_query_stationary_doubled);
+// the warpgroups split the outermost dim of extent > 1 (SplitWalk; shared loads). In the order
+// whose first wave (one CTA per SM) shares the most keys. never_cut: no tile is ever cut.
+inline int64_t plan_ws_tiles(fused::KernelParams& p, int log_cols, int sms, bool& never_cut) {
+  const fused::DoubledTiles d = fused::choose_query_stationary_doubled(p, 6, log_cols);
+  p.ts = d.ts;
+  never_cut = d.never_cut;
   const int64_t ctas = fused::grid_ctas<fused::Stationary::kQuery>(p);
   fused::order_tiles_for_l2(p, sms);
   return ctas;
@@ -89,7 +77,8 @@ template <typename T, int D, int BN>
 bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream_t stream,
                    cudaError_t& err) {
   using Ws = WsConfig<T, D, BN>;
-  const int64_t ctas = plan_ws_tiles(p, Ws::kLogCols, sms);
+  bool never_cut = false;
+  const int64_t ctas = plan_ws_tiles(p, Ws::kLogCols, sms, never_cut);
   if (ctas > 0x7fffffff) return false;  // the kernel's tile ids are 32-bit
   // Q comes in boxes of one warpgroup's half (SplitWalk splits the outermost dim of extent > 1).
   int half[3] = {p.ts.qlog[0], p.ts.qlog[1], p.ts.qlog[2]};
@@ -104,7 +93,7 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream
   // Where no tile is ever cut (blocked and tile-aligned strided problems, which take 128-key
   // tiles), a kernel without mask code.
   if constexpr (BN == 128) {
-    const bool masks = !fused::tiles_never_cut(p);
+    const bool masks = !never_cut;
     if (fused::one_dim(p) && !pr.any_causal()) {
       p.tile_counter = nullptr;
       err = masks ? launch_persistent(hopper_fwd_ws_kernel<T, D, BN, true>, p, ctas, sms,
