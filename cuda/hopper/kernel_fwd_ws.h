@@ -16,8 +16,9 @@
 // its own rows see, one contiguous run of the load order (SplitWalk), and releases the others at
 // once. Per computed tile (mainloop.h):
 //   issue S_j = Q K_j^T and O += P_prev V_prev; build S_j's masks where needed (mainloop.h:
-//   tile_mask) while it runs; wait S_j; apply them; softmax of S_j
-//   while P_prev V_prev runs; wait; rescale O.
+//   tile_mask) while they run; wait S_j; apply them; wait P_prev V_prev; softmax of S_j;
+//   rescale O. (ptxas puts the second wait before the softmax, an operand-free wait being
+//   scheduled as early as allowed; holding it back measured slower: NOTES.md h16.)
 // Ping-pong: named barriers hand the right to issue MMAs back and forth between the
 // warpgroups, so one's softmax runs under the other's MMAs. Epilogue: each warp stores its O
 // rows from registers (mainloop.h), and a warp whose rows hold a NaN or an Inf recomputes those
@@ -398,7 +399,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         wgmma_commit();
         named_arrive(other_turn, kConsumerThreads);
         const auto mask = cs.template tile_mask<kMasks>(p, tb, lane);
-        wgmma_wait<1>();  // S_j is ready; P_prev V_prev may still run during the softmax
+        wgmma_wait<1>();  // S_j is ready; P_prev V_prev may still run
         release_k();
         cs.scores(p, mask, s, alpha);
         wgmma_wait<0>();
