@@ -11,8 +11,8 @@
 // Software pipeline per tile j:
 //   issue S_j = Q K_j^T (wgmma m64n64k16, both from shared memory) and O += P_{j-1} V_{j-1}
 //   (wgmma m64nDk16, P from registers); wait for S_j; element masks only in warps whose rows
-//   do not all see the whole tile; softmax of S_j while P_{j-1} V_{j-1} runs; wait; rescale O.
-// Two CTAs per SM overlap further. Epilogue as in the fused family (stage O as T, 16-byte
+//   do not all see the whole tile; wait for P_{j-1} V_{j-1} (ptxas places it here); softmax of
+//   S_j; rescale O. The other CTA on the SM overlaps the softmax. Epilogue as in the fused family (stage O as T, 16-byte
 // stores; lse in natural log).
 #pragma once
 
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
     cs.issue_pv(v_slot(j - 1));
     wgmma_commit();
     const auto mask = cs.tile_mask(p, tb, lane);
-    wgmma_wait<1>();  // S_j is ready; P_{j-1} V_{j-1} may still run during the softmax
+    wgmma_wait<1>();  // S_j is ready; P_{j-1} V_{j-1} may still run
     cs.scores(p, mask, s, alpha);
     wgmma_wait<0>();
     fence_acc(cs.o);

@@ -4,8 +4,9 @@
 // a tile:
 //   S = Q K^T : wgmma m64nBNk16, Q and K from shared memory (K-major descriptors);
 //   O += P V  : wgmma m64nDk16, P from registers, V from shared memory (MN-major).
-// The kernels order these (S_j overlaps the softmax-free wait, P_{j-1} V_{j-1} the softmax of
-// S_j) and own the loads and synchronisation.
+// The kernels issue S_j with P_{j-1} V_{j-1} and own the loads and synchronisation. (ptxas
+// schedules the wait for P_{j-1} V_{j-1} before S_j's softmax: the softmax overlaps other
+// warps' MMAs, not this warpgroup's own P V; NOTES.md h16.)
 #pragma once
 
 #include <cmath>
