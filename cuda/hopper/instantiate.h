@@ -92,25 +92,19 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream
   // and go to whichever CTA frees first (h6; causal 1-D round robin: A1c +4%).
   // Where no tile is ever cut (blocked and tile-aligned strided problems, which take 128-key
   // tiles), a kernel without mask code.
+  auto launch = [&](auto kernel) {
+    err = launch_persistent(kernel, p, ctas, sms, Ws::kThreads, Ws::kSmem, stream, maps, pr);
+    return true;
+  };
   if constexpr (BN == 128) {
-    const bool masks = !never_cut;
     if (fused::one_dim(p) && !pr.any_causal()) {
       p.tile_counter = nullptr;
-      err = masks ? launch_persistent(hopper_fwd_ws_kernel<T, D, BN, true>, p, ctas, sms,
-                                      Ws::kThreads, Ws::kSmem, stream, maps, pr)
-                  : launch_persistent(hopper_fwd_ws_kernel<T, D, BN, true, false>, p, ctas, sms,
-                                      Ws::kThreads, Ws::kSmem, stream, maps, pr);
-      return true;
+      return never_cut ? launch(hopper_fwd_ws_kernel<T, D, BN, true, false>)
+                       : launch(hopper_fwd_ws_kernel<T, D, BN, true>);
     }
-    if (!masks) {
-      err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN, false, false>, p, ctas, sms,
-                              Ws::kThreads, Ws::kSmem, stream, maps, pr);
-      return true;
-    }
+    if (never_cut) return launch(hopper_fwd_ws_kernel<T, D, BN, false, false>);
   }
-  err = launch_persistent(hopper_fwd_ws_kernel<T, D, BN, false>, p, ctas, sms, Ws::kThreads,
-                          Ws::kSmem, stream, maps, pr);
-  return true;
+  return launch(hopper_fwd_ws_kernel<T, D, BN, false>);
 }
 
 // The warp-specialised TMA kernel where its tiles are TMA boxes (128-key tiles where
