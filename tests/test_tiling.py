@@ -26,6 +26,9 @@ def test_tiling_and_masks_cover_each_pair_once(tmp_path):
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-2000:]
     assert "tiling_check: 0 of 300 geometries failed" in out, out[-2000:]
+    # The inverse neighbourhood of every key range of small groups, against its definition.
+    assert "inverse ranges checked: " in out and ", wrong: 0" in out, out[-2000:]
+    assert int(out.split("inverse ranges checked: ")[1].split(",")[0]) > 100000, out[-2000:]
     # The random geometries must exercise the resident-box plans too.
     checked = int(out.split("resident-box plans checked: ")[1].split()[0])
     assert checked >= 20, out[-2000:]

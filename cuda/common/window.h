@@ -40,11 +40,12 @@ struct Window {
 };
 
 NA_HD Window window_positions(int p, int Lg, int k, int s, bool causal) {
+  const int first = s == 1 ? p : (p / s) * s;  // of p's stride group (no division at stride 1)
   if (causal) {
-    const int leader = na_min((p / s) * s + s - 1, Lg - 1);
+    const int leader = na_min(first + s - 1, Lg - 1);
     return Window{na_max(leader - k + 1, 0), p + 1};
   }
-  const int leader = na_min((p / s) * s + s / 2, Lg - 1);
+  const int leader = na_min(first + s / 2, Lg - 1);
   const int left = k / 2;
   const int right = k / 2 + (k % 2) - 1;
   const int centre = na_max(left, na_min(leader, Lg - 1 - right));
@@ -77,18 +78,22 @@ NA_HD bool tile_fully_inside(int p_begin, int p_end, int kp_begin, int kp_end, i
 }
 
 // Inverse neighbourhood, for key-stationary kernels (backward dK/dV): the query positions
-// [begin, end) of one group whose windows intersect key positions [kp_begin, kp_end).
-// Window starts and ends are non-decreasing in p, so the answer is one interval: from the first
-// p with end(p) > kp_begin to the last p with start(p) < kp_end (binary searches, O(log Lg)).
+// [begin, end) of one group whose windows intersect key positions [kp_begin, kp_end), with
+// kp_begin < kp_end <= Lg. Window starts and ends are non-decreasing in p, so the answer is one
+// interval: from the first p with end(p) > kp_begin to the first p with start(p) >= kp_end.
+// Every window holds its own query and at most k positions (1 <= s <= k <= Lg: na-semantics.md),
+// so end(p) lies in (p, p + k] and start(p) in [p - k + 1, p]: the first search needs only
+// p in [kp_begin - k + 1, kp_begin], the second p in [kp_end, kp_end + k - 1] (binary searches
+// over k positions, not Lg: the dK/dV kernels run them in every CTA's prologue).
 NA_HD Window key_tile_query_range(int kp_begin, int kp_end, int Lg, int k, int s, bool causal) {
-  int lo = 0, hi = Lg;  // first p with window end > kp_begin
+  int lo = na_max(kp_begin - k + 1, 0), hi = kp_begin;  // first p with window end > kp_begin
   while (lo < hi) {
     const int mid = (lo + hi) / 2;
     if (window_positions(mid, Lg, k, s, causal).end > kp_begin) hi = mid; else lo = mid + 1;
   }
   const int begin = lo;
-  lo = begin;
-  hi = Lg;  // first p with window start >= kp_end
+  lo = kp_end;
+  hi = na_min(kp_end + k - 1, Lg);  // first p with window start >= kp_end (Lg: none)
   while (lo < hi) {
     const int mid = (lo + hi) / 2;
     if (window_positions(mid, Lg, k, s, causal).start >= kp_end) hi = mid; else lo = mid + 1;

@@ -330,6 +330,33 @@ int compare(const Geo& g, const std::vector<int>& cnt, const char* what) {
 
 }  // namespace
 
+// key_tile_query_range (whose searches assume every window holds its query and at most k
+// positions) against the definition, on every key range of small groups: the queries p, in
+// order, whose window meets [kb, ke). Returns the number of ranges that differ.
+int check_inverse_ranges(int& checked) {
+  int bad = 0;
+  for (int Lg = 2; Lg <= 20; ++Lg)
+    for (int k = 2; k <= Lg; ++k)
+      for (int s = 1; s <= k; ++s)
+        for (int causal = 0; causal < 2; ++causal)
+          for (int kb = 0; kb < Lg; ++kb)
+            for (int ke = kb + 1; ke <= Lg; ++ke) {
+              int first = Lg, last = -1;
+              for (int q = 0; q < Lg; ++q) {
+                const Window w = window_positions(q, Lg, k, s, causal != 0);
+                if (w.start < ke && w.end > kb) first = first < q ? first : q, last = q;
+              }
+              const Window r = key_tile_query_range(kb, ke, Lg, k, s, causal != 0);
+              ++checked;
+              if (r.start != first || r.end != last + 1) {
+                if (bad++ < 5)
+                  printf("  inverse range: Lg=%d k=%d s=%d causal=%d keys [%d, %d): [%d, %d), want "
+                         "[%d, %d)\n", Lg, k, s, causal, kb, ke, r.start, r.end, first, last + 1);
+              }
+            }
+  return bad;
+}
+
 int main(int argc, char** argv) {
   const int cases = argc > 1 ? atoi(argv[1]) : 300;
   std::mt19937 rng(1234);
@@ -351,11 +378,12 @@ int main(int argc, char** argv) {
       g.c[i] = uni(0, 3) == 0;
     }
     // The first cases: blocked and tile-aligned strided geometries (tiles_never_cut holds for
-    // some of their tilings), and one whose windows are not whole key tiles.
+    // some of their tilings), and one whose windows (96 keys) are whole 32-key tiles but not
+    // whole 64-key ones.
     const Geo fixed[] = {{1, {1, 1, 256}, {1, 1, 128}, {1, 1, 128}, {1, 1, 1}, {0, 0, 0}},
                          {2, {1, 32, 32}, {1, 16, 16}, {1, 16, 8}, {1, 1, 1}, {0, 0, 0}},
                          {3, {8, 16, 16}, {4, 8, 8}, {4, 8, 8}, {1, 1, 1}, {0, 0, 0}},
-                         {1, {1, 1, 256}, {1, 1, 96}, {1, 1, 128}, {1, 1, 1}, {0, 0, 0}}};
+                         {1, {1, 1, 256}, {1, 1, 96}, {1, 1, 64}, {1, 1, 1}, {0, 0, 0}}};
     if (cs < int(sizeof(fixed) / sizeof(fixed[0]))) g = fixed[cs];
     const int N = g.L[0] * g.L[1] * g.L[2];
     std::vector<int> cnt(size_t(N) * N);
@@ -386,8 +414,11 @@ int main(int argc, char** argv) {
              g.d[2], g.c[0], g.c[1], g.c[2]);
     }
   }
+  int inverse_ranges = 0;
+  const int inverse_wrong = check_inverse_ranges(inverse_ranges);
+  printf("tiling_check: inverse ranges checked: %d, wrong: %d\n", inverse_ranges, inverse_wrong);
   printf("tiling_check: resident-box plans checked: %d\n", box_cases);
   printf("tiling_check: tilings with no tile cut checked: %d\n", never_cut_tilings);
   printf("tiling_check: %d of %d geometries failed\n", failed, cases);
-  return failed ? 1 : 0;
+  return failed || inverse_wrong ? 1 : 0;
 }
