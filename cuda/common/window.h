@@ -29,8 +29,9 @@ struct DimParams {
 NA_HD int na_min(int a, int b) { return a < b ? a : b; }
 NA_HD int na_max(int a, int b) { return a > b ? a : b; }
 
-// Number of coordinates x < L with x % d == g.
-NA_HD int group_extent(int L, int d, int g) { return (L - g + d - 1) / d; }
+// Number of coordinates x < L with x % d == g (no division without dilation: every CTA's
+// prologue computes it per dim).
+NA_HD int group_extent(int L, int d, int g) { return d == 1 ? L : (L - g + d - 1) / d; }
 
 // Half-open window [start, end) of key positions for query position p in a group of
 // extent Lg. Non-causal windows always hold exactly k positions; causal ones may hold fewer.

@@ -26,9 +26,10 @@ cudaError_t make_kernel_params(const Problem& pr, KernelParams& p) {
   if (pr.batch < 0 || pr.heads <= 0 || pr.heads_kv <= 0 || pr.heads % pr.heads_kv != 0)
     return cudaErrorInvalidValue;
   if (pr.heads > 0x7fffffff) return cudaErrorInvalidValue;
-  // Token offsets inside a tile are 32-bit.
-  if (int64_t(pr.dim[0].extent) * pr.dim[1].extent * pr.dim[2].extent > 0x7fffffff)
-    return cudaErrorNotSupported;
+  // Token offsets inside a tile are 32-bit, and so are row indices inside a batch element
+  // (token_row).
+  const int64_t tokens = int64_t(pr.dim[0].extent) * pr.dim[1].extent * pr.dim[2].extent;
+  if (tokens > 0x7fffffff || tokens * pr.heads > int64_t(0xffffffff)) return cudaErrorNotSupported;
   p = KernelParams{};
   for (int i = 0; i < 3; ++i) {
     const DimParams& d = pr.dim[i];

@@ -37,7 +37,8 @@ struct DkdvConfig {
   // K, V, 2 x (Q, dO), 2 x (lse, delta), then the tables
   static constexpr int kTabOffset = 2 * kTile + 4 * kQTile + 4 * kStats;
   static constexpr int kDeltaOffset = kTabOffset + kMaxTableEntries * 8;
-  static constexpr int kSmem = kDeltaOffset + kCols * 4;
+  static constexpr int kRowsOffset = kDeltaOffset + kCols * 4;  // key row indices (RowTable)
+  static constexpr int kSmem = kRowsOffset + kRows * 8;
 };
 
 template <typename T, int D>
@@ -82,6 +83,8 @@ __global__ void __launch_bounds__(128, DkdvConfig<T, D>::kMinBlocks)
   // tile rows.
   for (int e = tid; e < table_entries(p.ts.klog); e += 128) tab[e] = key_inverse_entry(p, c, e);
   if (tid < NC) delta[tid] = tile_row_delta(p, p.ts.qlog, tid);
+  int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRowsOffset);
+  if (tid < 64) rows[tid] = own_key_row_index(p, c, tid);
   __syncthreads();
 
   const char* const qdo_src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
@@ -162,8 +165,10 @@ __global__ void __launch_bounds__(128, DkdvConfig<T, D>::kMinBlocks)
   stage_rows<T, D>(dk, scl, sK, 16 * warp, lane);
   stage_rows<T, D>(dv, one, sV, 16 * warp, lane);
   __syncthreads();
-  store_rows<T, 64, D, 128>(static_cast<char*>(p.dk), sK, k_off, tid, p.nonfinite);
-  store_rows<T, 64, D, 128>(static_cast<char*>(p.dv), sV, k_off, tid, p.nonfinite);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dk), sK, RowTable{rows, kRowBytes}, tid,
+                            p.nonfinite);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dv), sV, RowTable{rows, kRowBytes}, tid,
+                            p.nonfinite);
 }
 
 }  // namespace fused

@@ -48,13 +48,13 @@ __device__ __forceinline__ DimParams dim_params(const KernelParams& p, int i) {
   return DimParams{p.L[i], p.ker[i], p.str[i], p.dil[i], p.causal[i] != 0};
 }
 
-// CTAs per SM that the backward kernels ask __launch_bounds__ for (at most 72 registers). With
-// no hint ptxas stops at 56-64 registers and spills (dK/dV at head_dim 32, dQ at 128 on sm_90a);
-// 7 fits every head_dim spill-free. Forward needs none (a hint costs fwd<1> sm_90a registers).
-constexpr int kSimtBwdMinBlocks = 7;
+// CTAs per SM that the kernels ask __launch_bounds__ for (at most 72 registers). With no hint
+// ptxas stops at 48-64 registers and spills (dK/dV at head_dim 32, dQ at 128 on sm_90a, the
+// forward at 128 on sm_80); 7 fits every head_dim spill-free.
+constexpr int kSimtMinBlocks = 7;
 
 template <int NC>
-__global__ void __launch_bounds__(128) simt_f32_fwd_kernel(const KernelParams p) {
+__global__ void __launch_bounds__(128, kSimtMinBlocks) simt_f32_fwd_kernel(const KernelParams p) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t total = p.batch * p.tokens * p.heads;
   constexpr int D = 32 * NC;
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(128) simt_f32_fwd_kernel(const KernelParams p)
 }
 
 template <int NC>
-__global__ void __launch_bounds__(128, kSimtBwdMinBlocks)
+__global__ void __launch_bounds__(128, kSimtMinBlocks)
     simt_f32_dq_kernel(const KernelParams p) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t total = p.batch * p.tokens * p.heads;
@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(128, kSimtBwdMinBlocks)
 }
 
 template <int NC>
-__global__ void __launch_bounds__(128, kSimtBwdMinBlocks)
+__global__ void __launch_bounds__(128, kSimtMinBlocks)
     simt_f32_dkdv_kernel(const KernelParams p) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t total = p.batch * p.tokens * p.heads_kv;

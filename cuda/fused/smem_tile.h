@@ -86,6 +86,18 @@ __device__ __forceinline__ void load_gather_async(const char* const (&src)[NT],
   }
 }
 
+// The epilogue's row offsets from a table of the tile's row indices (-1: no row) that the CTA
+// wrote to shared memory in its prologue: its coordinates then need not stay in registers
+// through the main loop (where they spilled in the 128- and 168-register kernels).
+struct RowTable {
+  int64_t* rows;
+  int64_t row_bytes;
+  __device__ __forceinline__ int64_t operator()(int row) const {
+    const int64_t r = rows[row];
+    return r < 0 ? -1 : r * row_bytes;
+  }
+};
+
 // The 16-byte chunks of a ROWS x D tile that thread tid of NTHREADS copies to its global row
 // (rows with a negative offset are skipped): f(row, chunk, byte offset of the row). kUnroll:
 // false for cold paths (one copy of f's code).

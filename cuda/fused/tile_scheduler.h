@@ -33,8 +33,10 @@ __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads
   I t = id % I(p.tiles);
   t = t >= I(p.tile_flip) ? t - I(p.tile_flip) : I(p.tile_flip) - t;
   id /= I(p.tiles);
-  int g = int(id % I(p.groups));
-  id /= I(p.groups);
+  // Without dilation (one group) the group decode divides by nothing.
+  const bool one_group = p.groups == 1;
+  int g = one_group ? 0 : int(id % I(p.groups));
+  if (!one_group) id /= I(p.groups);
   c.head = int(id % I(nheads));
   c.b = int64_t(id / I(nheads));
   if constexpr (kOrdered) {
@@ -51,10 +53,14 @@ __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads
     c.tile[1] = int(t % I(p.ntiles[1]));
     c.tile[0] = int(t / I(p.ntiles[1]));
   }
-  c.grp[2] = g % p.dil[2];
-  g /= p.dil[2];
-  c.grp[1] = g % p.dil[1];
-  c.grp[0] = g / p.dil[1];
+  if (one_group) {
+    c.grp[0] = c.grp[1] = c.grp[2] = 0;
+  } else {
+    c.grp[2] = g % p.dil[2];
+    g /= p.dil[2];
+    c.grp[1] = g % p.dil[1];
+    c.grp[0] = g / p.dil[1];
+  }
   return c;
 }
 __device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads) {

@@ -51,7 +51,8 @@ struct FwdConfig {
   static constexpr int kV = kK + 2 * KVTile::kBytes;
   static constexpr int kTab = kV + 3 * KVTile::kBytes;
   static constexpr int kDelta = kTab + fused::kMaxTableEntries * 8;
-  static constexpr int kSmem = kDelta + kCols * 4 + 1024;  // + alignment slack
+  static constexpr int kRows64 = kDelta + kCols * 4;  // the query rows' indices, for the epilogue
+  static constexpr int kSmem = kRows64 + kRows * 8 + 1024;  // + alignment slack
 };
 
 template <typename T, int D>
@@ -90,6 +91,10 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
   cp_async_commit();
   for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
   if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
+  // The epilogue stores through these, so the CTA's coordinates need not live through the loop
+  // (at head_dim 32, four CTAs per SM at 128 registers, they spilled).
+  int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRows64);
+  if (tid < Cfg::kRows) rows[tid] = query_row_index(p, c, tid, c.cta.head);
   __syncthreads();
 
   // Tile j: K in slot j % 2, V in slot j % 3.
@@ -153,9 +158,10 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
 
   cp_async_wait<0>();  // nothing may still land in the staging tile
   __syncthreads();
-  cs.stage(p, c, sQ, row0, lane);
+  cs.stage(p, rows, sQ, row0, lane);
   __syncthreads();
-  store_rows<T, Cfg::kRows, D, 128>(static_cast<char*>(p.out), sQ, q_off, tid, p.nonfinite);
+  store_rows<T, Cfg::kRows, D, 128>(static_cast<char*>(p.out), sQ, RowTable{rows, kRowBytes}, tid,
+                                    p.nonfinite);
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
 #endif

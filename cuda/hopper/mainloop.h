@@ -34,10 +34,16 @@ struct Consumer {
   using QT = GmmaTile<QROWS, D>;
   using KV = GmmaTile<BN, D>;
 
+  // The head_dim-32 kernel (four CTAs per SM, 128 registers) keeps its rows' windows as
+  // table references and reads them per masked tile: held in registers they spilled.
+  static constexpr bool kRowRefs = D == 32;
+
   float o[ND][4];
   fused::OnlineSoftmax<NT, ND> sm;
   uint32_t pa[KK][4];  // P of the previous computed tile
-  fused::RowPartners rp;
+  fused::RowPartners rp;  // the rows' windows (kRowRefs: unused)
+  fused::RowRefs rf;      // kRowRefs: their entries in the window table tab
+  const Window* tab;
   fused::WarpTileTest wt;  // the warp's 16 rows: tiles they all see need no masks
   uint64_t dq;             // descriptor of the warpgroup's 64 rows of Q
 
@@ -48,7 +54,12 @@ struct Consumer {
 #pragma unroll
     for (int d = 0; d < ND; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
     sm.init();
-    fused::query_row_partners(p, tab, row0, lane, rp);
+    if constexpr (kRowRefs) {
+      fused::query_row_refs(p, row0, lane, rf);
+      this->tab = tab;
+    } else {
+      fused::query_row_partners(p, tab, row0, lane, rp);
+    }
     fused::query_warp_test(p, c, tab, row0, 16, wt);
     dq = QT::k_major(q_rows);
   }
@@ -76,7 +87,11 @@ struct Consumer {
     TileMask m;
     m.cut = kMasks ? wt.cut_dims(tb, p.ts.klog) : 0;
     if (m.cut) {
-      if constexpr (BN == 64) {
+      if constexpr (kRowRefs) {
+        fused::RowPartners r;
+        fused::unpack_partners(rf, tab, r);
+        m.w[0] = fused::mask_word(r, m.cut, tb, p.ts.klog, lane);
+      } else if constexpr (BN == 64) {
         m.w[0] = fused::mask_word(rp, m.cut, tb, p.ts.klog, lane);
       } else if (fused::one_dim(p)) {  // only dim 2 can cut a 1-D tile
         half_masks<2>(p, tb, m, lane);
@@ -187,8 +202,9 @@ struct Consumer {
     };
   }
 
-  // Normalised O of the warp's rows as T into the staging tile (fused layout), lse to global.
-  __device__ __forceinline__ void stage(const fused::KernelParams& p, const fused::QueryCta& c,
+  // Normalised O of the warp's rows as T into the staging tile (fused layout), lse to global;
+  // rows: each tile row's row index (query_row_index, -1 past the group).
+  __device__ __forceinline__ void stage(const fused::KernelParams& p, const int64_t* rows,
                                         uint32_t staging, int row0, int lane) {
     float inv[2], lse[2];
     sm.finish(inv, lse);
@@ -196,7 +212,7 @@ struct Consumer {
     if ((lane & 3) == 0) {
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        const int64_t r = fused::query_row_index(p, c, row0 + (lane >> 2) + 8 * rr, c.cta.head);
+        const int64_t r = rows[row0 + (lane >> 2) + 8 * rr];
         if (r >= 0) p.lse_out[r] = lse[rr];
       }
     }
