@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(128, DkdvConfig<T, D>::kMinBlocks)
   for (int e = tid; e < table_entries(p.ts.klog); e += 128) tab[e] = key_inverse_entry(p, c, e);
   if (tid < NC) delta[tid] = tile_row_delta(p, p.ts.qlog, tid);
   int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRowsOffset);
-  if (tid < 64) rows[tid] = own_key_row_index(p, c, tid);
+  if (tid < Cfg::kRows) rows[tid] = own_key_row_index(p, c, tid);
   __syncthreads();
 
   const char* const qdo_src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};

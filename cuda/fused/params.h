@@ -99,9 +99,8 @@ FUSED_HD void split_row(int r, const int (&lg)[3], int (&c)[3]) {
 }
 
 // Row index of the token at spatial coordinates x, head `head` of `nheads` (in units of rows of
-// head_dim elements).
-// The rows of one batch element fit 32 bits (make_kernel_params: tokens * heads < 2^32), so
-// only the batch's offset is 64-bit math, and kernels hoist it (a CTA has one b).
+// head_dim elements). The rows of one batch element fit 32 bits (make_kernel_params: tokens *
+// heads < 2^32), so only the batch's offset is 64-bit math, which kernels hoist (one b a CTA).
 FUSED_HD int64_t token_row(const KernelParams& p, int64_t b, const int (&x)[3], int head,
                            int nheads) {
   const uint32_t tok = (uint32_t(x[0]) * uint32_t(p.L[1]) + uint32_t(x[1])) * uint32_t(p.L[2]) +

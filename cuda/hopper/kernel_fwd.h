@@ -51,8 +51,8 @@ struct FwdConfig {
   static constexpr int kV = kK + 2 * KVTile::kBytes;
   static constexpr int kTab = kV + 3 * KVTile::kBytes;
   static constexpr int kDelta = kTab + fused::kMaxTableEntries * 8;
-  static constexpr int kRows64 = kDelta + kCols * 4;  // the query rows' indices, for the epilogue
-  static constexpr int kSmem = kRows64 + kRows * 8 + 1024;  // + alignment slack
+  static constexpr int kRowIndex = kDelta + kCols * 4;  // the query rows' indices (RowTable)
+  static constexpr int kSmem = kRowIndex + kRows * 8 + 1024;  // + alignment slack
 };
 
 template <typename T, int D>
@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
   if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
   // The epilogue stores through these, so the CTA's coordinates need not live through the loop
   // (at head_dim 32, four CTAs per SM at 128 registers, they spilled).
-  int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRows64);
+  int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRowIndex);
   if (tid < Cfg::kRows) rows[tid] = query_row_index(p, c, tid, c.cta.head);
   __syncthreads();
 
