@@ -12,8 +12,10 @@
 //   issue S_j = Q K_j^T (wgmma m64n64k16, both from shared memory) and O += P_{j-1} V_{j-1}
 //   (wgmma m64nDk16, P from registers); wait for S_j; element masks only in warps whose rows
 //   do not all see the whole tile; wait for P_{j-1} V_{j-1} (ptxas places it here); softmax of
-//   S_j; rescale O. The other CTA on the SM overlaps the softmax. Epilogue as in the fused family (stage O as T, 16-byte
-// stores; lse in natural log).
+//   S_j; rescale O. The SM's other CTAs (kMinBlocks - 1 of them: three at head_dim 32, one at
+//   64 and 128, none at 256) overlap the softmax.
+// Epilogue as in the fused family (stage O as T, 16-byte stores through a table of the rows'
+// indices written in the prologue; lse in natural log).
 #pragma once
 
 #include <cmath>

@@ -37,6 +37,7 @@ struct Consumer {
   // The head_dim-32 kernel (four CTAs per SM, 128 registers) keeps its rows' windows as
   // table references and reads them per masked tile: held in registers they spilled.
   static constexpr bool kRowRefs = D == 32;
+  static_assert(!kRowRefs || BN == 64, "table references are read for 64-key tiles only");
 
   float o[ND][4];
   fused::OnlineSoftmax<NT, ND> sm;
