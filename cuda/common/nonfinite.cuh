@@ -12,21 +12,31 @@
 
 namespace jax_na {
 
+// Bit 15 of a 16-bit lane is set if that lane of the word w is a NaN or an Inf (all exponent
+// bits e set), or if the lane below it is one (a borrow): exact for "is any lane one". The
+// lanes of y = (w & e) ^ e are zero exactly there, and below 2^15, so a zero lane is the only
+// way for y - 1 to set bit 15 of a lane without a borrow.
+template <uint32_t e>
+__host__ __device__ __forceinline__ uint32_t nonfinite_lanes16(uint32_t w) {
+  constexpr uint32_t e2 = e | (e << 16);
+  const uint32_t y = (w & e2) ^ e2;
+  return (y - 0x00010001u) & ~y & 0x80008000u;
+}
+
 // All exponent bits set: NaN or +-Inf.
 template <typename T>
 __device__ __forceinline__ bool nonfinite16(const uint4& v) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-  bool bad = false;
+  if constexpr (sizeof(T) == 4) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    bool bad = false;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    if constexpr (sizeof(T) == 4) {
-      bad |= (w[i] & 0x7f800000u) == 0x7f800000u;
-    } else {
-      constexpr uint32_t e = std::is_same_v<T, __half> ? 0x7c00u : 0x7f80u;
-      bad |= (w[i] & e) == e || (w[i] & (e << 16)) == (e << 16);
-    }
+    for (int i = 0; i < 4; ++i) bad |= (w[i] & 0x7f800000u) == 0x7f800000u;
+    return bad;
+  } else {
+    constexpr uint32_t e = std::is_same_v<T, __half> ? 0x7c00u : 0x7f80u;
+    return (nonfinite_lanes16<e>(v.x) | nonfinite_lanes16<e>(v.y) | nonfinite_lanes16<e>(v.z) |
+            nonfinite_lanes16<e>(v.w)) != 0u;
   }
-  return bad;
 }
 
 // Raise *flag when the stored chunk v is not finite (every writer stores the same value).
