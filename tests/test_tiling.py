@@ -2,7 +2,8 @@
 the host (cuda/fused/test/tiling_check.cc): every CTA, warp and lane of the query- and
 key-stationary kernels over 300 geometries, checking that each (query, key) neighbour pair is
 computed exactly once and no other pair is; the same for the resident-box kernels' per-warp tiles
-and gathered rows. Needs nvcc (no GPU); skipped without it."""
+and gathered rows; FastDiv and the 16-bit NaN/Inf test against their definitions. Needs nvcc
+(no GPU); skipped without it."""
 
 import pathlib
 import shutil
@@ -29,6 +30,11 @@ def test_tiling_and_masks_cover_each_pair_once(tmp_path):
     # The inverse neighbourhood of every key range of small groups, against its definition.
     assert "inverse ranges checked: " in out and ", wrong: 0" in out, out[-2000:]
     assert int(out.split("inverse ranges checked: ")[1].split(",")[0]) > 100000, out[-2000:]
+    # The grid decode's divisions and the stored chunks' NaN/Inf test, against / % and the
+    # lane-by-lane definition.
+    for name, least in (("fast_div", 1000000), ("nonfinite_lanes16", 1000000)):
+        counts = out.split(name + " checked: ")[1].split("\n")[0]
+        assert int(counts.split(",")[0]) >= least and counts.endswith("wrong: 0"), out[-2000:]
     # The random geometries must exercise the resident-box plans too.
     checked = int(out.split("resident-box plans checked: ")[1].split()[0])
     assert checked >= 20, out[-2000:]

@@ -50,6 +50,10 @@ cudaError_t make_kernel_params(const Problem& pr, KernelParams& p) {
   p.heads_kv = int(pr.heads_kv);
   p.group_size = int(pr.heads / pr.heads_kv);
   p.groups = p.dil[0] * p.dil[1] * p.dil[2];
+  p.fd_groups = FastDiv::of(uint32_t(p.groups));
+  p.fd_heads = FastDiv::of(uint32_t(p.heads));
+  p.fd_heads_kv = FastDiv::of(uint32_t(p.heads_kv));
+  for (int i = 0; i < 3; ++i) p.fd_dil[i] = FastDiv::of(uint32_t(p.dil[i]));
   p.scale = pr.scale;
   p.scale_log2 = pr.scale * kLog2e;
   return cudaSuccess;

@@ -52,7 +52,7 @@ FUSED_HD bool setup_key_cta(const KernelParams& p, const CtaCoord& cta, KeyCta& 
 
 #if defined(__CUDACC__)
 __device__ __forceinline__ bool setup_key_cta(const KernelParams& p, KeyCta& c) {
-  return setup_key_cta(p, decode_cta(p, p.heads_kv), c);
+  return setup_key_cta(p, decode_cta(p, p.fd_heads_kv), c);
 }
 #endif
 

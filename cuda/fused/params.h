@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "fast_div.h"
 #include "window.h"
 
 #if defined(__CUDACC__)
@@ -55,6 +56,8 @@ struct KernelParams {
   int64_t tile_flip = 0;
   int groups;
   int64_t tiles;
+  // The grid decode's divisors (decode_cta): set with the counts (make_kernel_params, set_grid).
+  FastDiv fd_tiles, fd_groups, fd_heads, fd_heads_kv, fd_ntiles[3], fd_dil[3];
   int64_t cta_offset;
   TileShape ts;
   // Replication constants of the gather tiles' 64-bit row masks (column_mask) for query and key

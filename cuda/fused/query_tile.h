@@ -51,7 +51,7 @@ FUSED_HD bool setup_query_cta(const KernelParams& p, const CtaCoord& cta, QueryC
 
 #if defined(__CUDACC__)
 __device__ __forceinline__ bool setup_query_cta(const KernelParams& p, QueryCta& c) {
-  return setup_query_cta(p, decode_cta(p, p.heads), c);
+  return setup_query_cta(p, decode_cta(p, p.fd_heads), c);
 }
 #endif
 

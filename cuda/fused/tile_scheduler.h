@@ -22,54 +22,64 @@ struct CtaCoord {
 };
 
 #if defined(__CUDACC__)
-// Tile `id` of the grid's order. I: int64_t, or uint32_t where the tile count fits (persistent
-// kernels decode once per tile inside their loop; a 64-bit division is a call). kOrdered: the
-// tile dims in p.tile_order (order_tiles_for_l2), else row-major (kernels whose planner does
-// not order them; the ordered decode's selects cost registers, and the fused forward spilled
-// with it).
+// n / f.d (and n % f.d in rem): a multiply-high for 32-bit ids (FastDiv: ids < 2^31), a 64-bit
+// division otherwise.
+template <typename I>
+__device__ __forceinline__ I grid_divmod(I n, const FastDiv& f, I& rem) {
+  if constexpr (sizeof(I) == 4) {
+    uint32_t r;
+    const I q = f.divmod(n, r);
+    rem = r;
+    return q;
+  } else {
+    rem = n % I(f.d);
+    return n / I(f.d);
+  }
+}
+
+__device__ __forceinline__ const FastDiv& pick_div(const FastDiv (&a)[3], int i) {
+  return i == 0 ? a[0] : (i == 1 ? a[1] : a[2]);
+}
+
+// Tile `id` of the grid's order, with nheads = p.heads (fh = p.fd_heads) or p.heads_kv. I:
+// int64_t, or uint32_t where the grid's ids are below 2^31 (persistent kernels decode once per
+// tile inside their loop; a 64-bit division is a call). kOrdered: the tile dims in p.tile_order
+// (order_tiles_for_l2), else row-major (kernels whose planner does not order them; the ordered
+// decode's selects cost registers, and the fused forward spilled with it).
 template <typename I, bool kOrdered = false>
-__device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads, I id) {
+__device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, const FastDiv& fh, I id) {
   CtaCoord c;
-  I t = id % I(p.tiles);
+  I t, g, h;
+  id = grid_divmod(id, p.fd_tiles, t);
   t = t >= I(p.tile_flip) ? t - I(p.tile_flip) : I(p.tile_flip) - t;
-  id /= I(p.tiles);
-  // Without dilation (one group) the group decode divides by nothing.
-  const bool one_group = p.groups == 1;
-  int g = one_group ? 0 : int(id % I(p.groups));
-  if (!one_group) id /= I(p.groups);
-  c.head = int(id % I(nheads));
-  c.b = int64_t(id / I(nheads));
+  id = grid_divmod(id, p.fd_groups, g);
+  c.b = int64_t(grid_divmod(id, fh, h));
+  c.head = int(h);
   if constexpr (kOrdered) {
     const int o1 = p.tile_order[1], o2 = p.tile_order[2];
-    const I n2 = I(pick3(p.ntiles, o2)), n1 = I(pick3(p.ntiles, o1));
-    const int t2 = int(t % n2);
-    t /= n2;
-    const int t1 = int(t % n1), t0 = int(t / n1);
+    I t1, t2;
+    t = grid_divmod(t, pick_div(p.fd_ntiles, o2), t2);
+    t = grid_divmod(t, pick_div(p.fd_ntiles, o1), t1);
 #pragma unroll
-    for (int i = 0; i < 3; ++i) c.tile[i] = i == o2 ? t2 : (i == o1 ? t1 : t0);
+    for (int i = 0; i < 3; ++i) c.tile[i] = int(i == o2 ? t2 : (i == o1 ? t1 : t));
   } else {
-    c.tile[2] = int(t % I(p.ntiles[2]));
-    t /= I(p.ntiles[2]);
-    c.tile[1] = int(t % I(p.ntiles[1]));
-    c.tile[0] = int(t / I(p.ntiles[1]));
+    I t1, t2;
+    t = grid_divmod(t, p.fd_ntiles[2], t2);
+    c.tile[0] = int(grid_divmod(t, p.fd_ntiles[1], t1));
+    c.tile[1] = int(t1), c.tile[2] = int(t2);
   }
-  if (one_group) {
-    c.grp[0] = c.grp[1] = c.grp[2] = 0;
-  } else {
-    c.grp[2] = g % p.dil[2];
-    g /= p.dil[2];
-    c.grp[1] = g % p.dil[1];
-    c.grp[0] = g / p.dil[1];
-  }
+  I g1, g2;
+  g = grid_divmod(g, p.fd_dil[2], g2);
+  c.grp[0] = int(grid_divmod(g, p.fd_dil[1], g1));
+  c.grp[1] = int(g1), c.grp[2] = int(g2);
   return c;
 }
-__device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, int nheads) {
+__device__ __forceinline__ CtaCoord decode_cta(const KernelParams& p, const FastDiv& fh) {
   const int64_t id = p.cta_offset + blockIdx.x;
-  // A 64-bit division is a long subroutine (three of them were a sixth of a small-window CTA's
-  // prologue): 32-bit whenever the grid's ids fit, as they nearly always do.
-  if (p.batch * nheads * p.groups * p.tiles <= int64_t(UINT32_MAX))
-    return decode_cta<uint32_t>(p, nheads, uint32_t(id));
-  return decode_cta<int64_t>(p, nheads, id);
+  // 32-bit whenever the grid's ids fit FastDiv, as they nearly always do.
+  if (p.batch * int64_t(fh.d) * p.groups * p.tiles <= int64_t(INT32_MAX))
+    return decode_cta<uint32_t>(p, fh, uint32_t(id));
+  return decode_cta<int64_t>(p, fh, id);
 }
 #endif
 

@@ -195,8 +195,11 @@ void set_grid(KernelParams& p, const int (&lg)[3]) {
     const int e = 1 << lg[i];
     p.ntiles[i] = (max_group_extent(p, i) + e - 1) / e;
     p.tiles *= p.ntiles[i];
+    p.fd_ntiles[i] = FastDiv::of(uint32_t(p.ntiles[i]));
   }
+  p.fd_tiles = FastDiv::of(uint32_t(p.tiles));  // tiles <= tokens < 2^31
   p.groups = p.dil[0] * p.dil[1] * p.dil[2];
+  p.fd_groups = FastDiv::of(uint32_t(p.groups));
 }
 
 void order_tiles_for_l2(KernelParams& p, int wave) {

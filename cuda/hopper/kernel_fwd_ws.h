@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     return kRoundRobin ? id + gridDim.x : gridDim.x + atomicAdd(p.tile_counter, 1u);
   };
   auto take_tile = [&](uint32_t id, QueryCta& cq) {  // the first tile with work from id on
-    while (id < ctas && !setup_query_cta(p, decode_cta<uint32_t, true>(p, p.heads, id), cq))
+    while (id < ctas && !setup_query_cta(p, decode_cta<uint32_t, true>(p, p.fd_heads, id), cq))
       id = next_id(id);
     return id;
   };

@@ -8,11 +8,14 @@
 // (cuda/fused/**/*.cu) leaves it out. Build:
 //   nvcc -O2 -std=c++17 -I cuda/common cuda/fused/tile_select.cu cuda/fused/resident_box_plan.cu -x cu \
 //        cuda/fused/test/tiling_check.cc -o tiling_check && ./tiling_check [cases]
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <vector>
 
+#include "../../common/nonfinite.cuh"
+#include "../fast_div.h"
 #include "../key_tile.h"
 #include "../launch.h"
 #include "../mask.h"
@@ -357,6 +360,56 @@ int check_inverse_ranges(int& checked) {
   return bad;
 }
 
+// FastDiv (the grid decode's divisions) against / and %: every divisor up to 2048 on dividends
+// near its multiples and at random, random divisors up to 2^31 with powers of two and their
+// neighbours, and the largest dividend (2^31 - 1). Returns the number of wrong quotients or
+// remainders.
+long check_fast_div(long& checked) {
+  std::mt19937_64 rng(7);
+  long bad = 0;
+  auto check = [&](uint32_t d, uint32_t n) {
+    uint32_t r;
+    const uint32_t q = FastDiv::of(d).divmod(n, r);
+    ++checked;
+    if ((q != n / d || r != n % d) && bad++ < 5) printf("  fast_div: %u / %u = %u rem %u\n", n, d, q, r);
+  };
+  for (uint32_t d = 1; d <= 2048; ++d) {
+    for (uint32_t n = 0; n < 3 * d + 5; ++n) check(d, n);
+    for (int i = 0; i < 500; ++i) {
+      const uint32_t n = uint32_t(rng() % (1u << 31)), m = n / d * d;
+      check(d, n), check(d, m);
+      if (m) check(d, m - 1);
+    }
+    check(d, 0x7fffffffu);
+  }
+  for (int i = 0; i < 100000; ++i) {
+    uint32_t d = uint32_t(rng() % 0x7fffffffu) + 1;
+    if (i % 3 == 0) d = std::max(1u, (1u << (rng() % 31)) + uint32_t(rng() % 3) - 1u);
+    const uint32_t n = uint32_t(rng() % (1u << 31));
+    check(d, n), check(d, 0x7fffffffu), check(d, n / d * d), check(d, d - 1);
+  }
+  return bad;
+}
+
+// nonfinite_lanes16 (the stored chunks' NaN/Inf test) against the lane-by-lane definition, for
+// both 16-bit types: every 16-bit value in each lane beside a set of other-lane values (the
+// high lane's answer depends on the low lane only through its borrow). An exhaustive run over
+// all 2^32 words (session 14) found none wrong. Returns the number of wrong answers.
+template <uint32_t e>
+long check_nonfinite_lanes16(long& checked) {
+  const uint32_t others[] = {0u, 1u, e - 1u, e, e | 1u, e | 0x8000u, 0x7fffu, 0x8000u, 0xffffu,
+                             e ^ 0x0400u, 0x3c00u, 0xbc00u, e - 0x80u, 0x7bffu, 0x7f7fu, 0xfc00u};
+  long bad = 0;
+  auto check = [&](uint32_t w) {
+    const bool want = (w & e) == e || ((w >> 16) & e) == e;
+    ++checked;
+    if (want != (nonfinite_lanes16<e>(w) != 0u) && bad++ < 5) printf("  nonfinite: %08x\n", w);
+  };
+  for (uint32_t a = 0; a < 0x10000u; ++a)
+    for (uint32_t b : others) check(a | b << 16), check(b | a << 16);
+  return bad;
+}
+
 int main(int argc, char** argv) {
   const int cases = argc > 1 ? atoi(argv[1]) : 300;
   std::mt19937 rng(1234);
@@ -419,6 +472,12 @@ int main(int argc, char** argv) {
   printf("tiling_check: inverse ranges checked: %d, wrong: %d\n", inverse_ranges, inverse_wrong);
   printf("tiling_check: resident-box plans checked: %d\n", box_cases);
   printf("tiling_check: tilings with no tile cut checked: %d\n", never_cut_tilings);
+  long div_checked = 0, lanes_checked = 0;
+  const long div_wrong = check_fast_div(div_checked);
+  const long lanes_wrong = check_nonfinite_lanes16<0x7c00u>(lanes_checked) +
+                           check_nonfinite_lanes16<0x7f80u>(lanes_checked);
+  printf("tiling_check: fast_div checked: %ld, wrong: %ld\n", div_checked, div_wrong);
+  printf("tiling_check: nonfinite_lanes16 checked: %ld, wrong: %ld\n", lanes_checked, lanes_wrong);
   printf("tiling_check: %d of %d geometries failed\n", failed, cases);
-  return failed || inverse_wrong ? 1 : 0;
+  return failed || inverse_wrong || div_wrong || lanes_wrong ? 1 : 0;
 }
