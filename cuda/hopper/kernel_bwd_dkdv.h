@@ -17,7 +17,7 @@
 //   on under the next tile's start, whose S^T and dP^T are issued before the last tile's slots
 //   are refilled (at 128 and 256 its A fragments would not fit the registers there).
 // Two CTAs per SM (three at head_dim 32, one at 256). Epilogue: dK * scale and dV, staged as T,
-// 16-byte stores.
+// 16-byte stores through a table of the key rows' indices written in the prologue (RowTable).
 #pragma once
 
 #include <cmath>
@@ -54,7 +54,8 @@ struct BwdDkdvConfig : BwdTiles<D> {
   static constexpr int kDl = kL + 2 * kStats;
   static constexpr int kTab = kDl + 2 * kStats;
   static constexpr int kDelta = kTab + fused::kMaxTableEntries * 8;
-  static constexpr int kBar = kDelta + kCols * 4;           // 2 mbarriers (TMA loads)
+  static constexpr int kRowIndex = kDelta + kCols * 4;      // the key rows' indices (RowTable)
+  static constexpr int kBar = kRowIndex + 64 * 8;           // 2 mbarriers (TMA loads)
   static constexpr int kSmem = kBar + 2 * 8 + 1024;         // + alignment slack
 };
 
@@ -99,6 +100,8 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
   cp_async_commit();
   for (int e = tid; e < table_entries(p.ts.klog); e += NTH) tab[e] = key_inverse_entry(p, c, e);
   if (tid < NC) delta[tid] = tile_row_delta(p, p.ts.qlog, tid);
+  int64_t* const rows = reinterpret_cast<int64_t*>(sm.ptr + Cfg::kRowIndex);  // the epilogue's
+  if (tid < 64) rows[tid] = own_key_row_index(p, c, tid);
   SlotBarriers<kTma> bars;
   bars.init(sK + Cfg::kBar, tid);
   __syncthreads();
@@ -218,8 +221,10 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
   stage_rows<T, DO, D>(dk, scl, sK, 16 * warp, lane, Cfg::out_chunk(wg));
   stage_rows<T, DO, D>(dv, one, sV, 16 * warp, lane, Cfg::out_chunk(wg));
   __syncthreads();
-  store_rows<T, 64, D, NTH>(static_cast<char*>(p.dk), sK, k_off, tid, p.nonfinite);
-  store_rows<T, 64, D, NTH>(static_cast<char*>(p.dv), sV, k_off, tid, p.nonfinite);
+  store_rows<T, 64, D, NTH>(static_cast<char*>(p.dk), sK, RowTable{rows, kRowBytes}, tid,
+                            p.nonfinite);
+  store_rows<T, 64, D, NTH>(static_cast<char*>(p.dv), sV, RowTable{rows, kRowBytes}, tid,
+                            p.nonfinite);
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
 #endif

@@ -13,9 +13,10 @@
 //   P = exp(S - lse), masked like the forward (only in warps whose rows do not all see the tile);
 //   dS = P (dP - delta);  dQ += dS K  (wgmma m64nDk16, dS from registers, K MN-major).
 // Two or more CTAs per SM (one at head_dim 256): one's elementwise work runs under the others'
-// MMAs. Epilogue: dQ * scale, staged as T, 16-byte stores. Launched dependent on the dK/dV
-// kernel (programmatic dependent launch, which needs nothing that kernel writes): every CTA
-// waits for it before exiting.
+// MMAs. The rows' indices are computed once, into a table (for their lse and delta and the
+// epilogue's stores). Epilogue: dQ * scale, staged as T, 16-byte stores. Launched dependent on
+// the dK/dV kernel (programmatic dependent launch, which needs nothing that kernel writes):
+// every CTA waits for it before exiting.
 #pragma once
 
 #include <cmath>
@@ -55,7 +56,8 @@ struct BwdDqConfig : BwdTiles<D> {
   static constexpr int kV = kK + 2 * Tile::kBytes;
   static constexpr int kTab = kV + 2 * Tile::kBytes;
   static constexpr int kDelta = kTab + fused::kMaxTableEntries * 8;
-  static constexpr int kBar = kDelta + kCols * 4;           // 2 mbarriers (TMA loads)
+  static constexpr int kRowIndex = kDelta + kCols * 4;      // the query rows' indices (RowTable)
+  static constexpr int kBar = kRowIndex + 64 * 8;           // 2 mbarriers (TMA loads)
   static constexpr int kSmem = kBar + 2 * 8 + 1024;         // + alignment slack
 };
 
@@ -102,6 +104,9 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   cp_async_commit();
   for (int e = tid; e < table_entries(p.ts.qlog); e += NTH) tab[e] = query_window_entry(p, c, e);
   if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
+  // Each row's index once, for the rows' lse and delta and the epilogue's stores.
+  int64_t* const rows = reinterpret_cast<int64_t*>(sm.ptr + Cfg::kRowIndex);
+  if (tid < 64) rows[tid] = query_row_index(p, c, tid, head);
   SlotBarriers<kTma> bars;
   bars.init(sQ + Cfg::kBar, tid);
   __syncthreads();
@@ -130,7 +135,7 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   WarpTileTest wt;
   query_rows(p, c, tab, warp, lane, rp, wt);
   float lse2[2], dl[2];
-  query_row_stats(p, c, row0, lane, head, lse2, dl);
+  row_stats(p, [&](int row) { return rows[row]; }, row0, lane, lse2, dl);
   const uint64_t dq_desc = Tile::k_major(sQ), ddo_desc = Tile::k_major(sdO);
 
   float dq[DO / 8][4];  // set by the first tile's dQ MMA
@@ -188,7 +193,8 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   __syncthreads();
   stage_rows<T, DO, D>(dq, mul, sQ, row0, lane, Cfg::out_chunk(wg));
   __syncthreads();
-  store_rows<T, 64, D, NTH>(static_cast<char*>(p.dq), sQ, q_off, tid, p.nonfinite);
+  store_rows<T, 64, D, NTH>(static_cast<char*>(p.dq), sQ, RowTable{rows, kRowBytes}, tid,
+                            p.nonfinite);
   wait_for_primary();  // the grid ends after dK/dV's: what follows on the stream may read both
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
