@@ -32,7 +32,8 @@ struct DqConfig {
   static constexpr int kTile = SmemTile<D>::bytes(64);
   static constexpr int kTabOffset = 6 * kTile;  // Q, dO, 2 x K, 2 x V, then the tables
   static constexpr int kDeltaOffset = kTabOffset + kMaxTableEntries * 8;
-  static constexpr int kSmem = kDeltaOffset + kCols * 4;
+  static constexpr int kRowIndex = kDeltaOffset + kCols * 4;  // the query rows' indices
+  static constexpr int kSmem = kRowIndex + kRows * 8;
 };
 
 template <typename T, int D>
@@ -71,6 +72,9 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
 
   for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
   if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
+  // Each row's index once, for the rows' lse and delta and the epilogue's stores (RowTable).
+  int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRowIndex);
+  if (tid < Cfg::kRows) rows[tid] = query_row_index(p, c, tid, head);
   __syncthreads();
 
   const char* const kv_src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
@@ -89,7 +93,7 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
   WarpTileTest wt;
   query_rows(p, c, tab, warp, lane, rp, wt);
   float lse2[2], dl[2];
-  query_row_stats(p, c, 16 * warp, lane, head, lse2, dl);
+  row_stats(p, [&](int row) { return rows[row]; }, 16 * warp, lane, lse2, dl);
 
   float dq[ND][4];
 #pragma unroll
@@ -125,7 +129,8 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
   __syncthreads();
   stage_rows<T, D>(dq, mul, sQ, 16 * warp, lane);
   __syncthreads();
-  store_rows<T, 64, D, 128>(static_cast<char*>(p.dq), sQ, q_off, tid, p.nonfinite);
+  store_rows<T, 64, D, 128>(static_cast<char*>(p.dq), sQ, RowTable{rows, kRowBytes}, tid,
+                            p.nonfinite);
 }
 
 }  // namespace fused

@@ -43,6 +43,7 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
   }
   const QueryCta& c = q.c;
   const Window* tab = reinterpret_cast<const Window*>(smem);
+  const int64_t* const row_ids = q.rows(smem);
   const uint32_t sdO = q.sq + SmemTile<D>::bytes(64);
 
   RowPartners rp;
@@ -51,7 +52,7 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
   WarpBoxWalk walk(wt, p.ts.klog);
   if (walk.n > 0) {
     float lse2[2], dl[2];
-    query_row_stats(p, c, 16 * warp, lane, q.head, lse2, dl);
+    row_stats(p, [&](int row) { return row_ids[row]; }, 16 * warp, lane, lse2, dl);
     uint32_t qf[D / 16][4], df[D / 16][4];
     lds_a_all<D>(qf, q.sq, 16 * warp, lane);
     lds_a_all<D>(df, sdO, 16 * warp, lane);
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
   }
   __syncthreads();
   store_rows<T, 64, D, 128>(static_cast<char*>(p.dq), q.sq,
-                            [&](int row) { return q.row_offset(p, row); }, tid, p.nonfinite);
+                            RowTable{row_ids, SmemTile<D>::kRowBytes}, tid, p.nonfinite);
 }
 
 }  // namespace fused

@@ -45,6 +45,7 @@ __global__ void __launch_bounds__(128, FwdBoxConfig<T, D>::kMinBlocks)
   }
   const QueryCta& c = q.c;
   const Window* tab = reinterpret_cast<const Window*>(smem);
+  const int64_t* const row_ids = q.rows(smem);
 
   RowPartners rp;
   WarpTileTest wt;
@@ -78,14 +79,14 @@ __global__ void __launch_bounds__(128, FwdBoxConfig<T, D>::kMinBlocks)
     if ((lane & 3) == 0) {
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        const int64_t r = query_row_index(p, c, 16 * warp + (lane >> 2) + 8 * rr, q.head);
+        const int64_t r = row_ids[16 * warp + (lane >> 2) + 8 * rr];
         if (r >= 0) p.lse_out[r] = lse[rr];
       }
     }
   }
   __syncthreads();
   store_rows<T, 64, D, 128>(static_cast<char*>(p.out), q.sq,
-                            [&](int row) { return q.row_offset(p, row); }, tid, p.nonfinite);
+                            RowTable{row_ids, SmemTile<D>::kRowBytes}, tid, p.nonfinite);
 }
 
 }  // namespace fused

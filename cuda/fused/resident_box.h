@@ -28,6 +28,8 @@ namespace fused {
 // most a box kernel asks for (two CTAs per SM at worst).
 constexpr int kTableBytes = 1152;
 static_assert(kTableBytes >= kMaxTableEntries * 8, "window table");
+// The query box kernels' table of their 64 rows' indices (RowTable), after the window table.
+constexpr int kRowTableBytes = 64 * 8;
 constexpr int kBoxSmemBytes = 96 * 1024;
 
 // The CTA's key box: positions [b, b + n) per dim, rows row-major in shared memory.
@@ -179,7 +181,7 @@ struct QueryBoxCta {
     head = c.cta.head;
     kvh = head / p.group_size;
     bx = resident_box(c.kb, c.ke);
-    sq = smem_u32(smem) + kTableBytes;
+    sq = smem_u32(smem) + kTableBytes + kRowTableBytes;
     sk = sq + NQ * SmemTile<D>::bytes(64);
     sv = sk + SmemTile<D>::bytes(bx.rows());
     return true;
@@ -204,8 +206,14 @@ struct QueryBoxCta {
     cp_async_commit();
     Window* tab = reinterpret_cast<Window*>(smem);
     for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
+    if (tid < 64) rows(smem)[tid] = query_row_index(p, c, tid, head);
     cp_async_wait<0>();
     __syncthreads();
+  }
+  // The rows' indices (negative past the group's end), written by load(): for the rows' stats
+  // and the epilogue's stores, which would otherwise each compute them again.
+  static __device__ __forceinline__ int64_t* rows(char* smem) {
+    return reinterpret_cast<int64_t*>(smem + kTableBytes);
   }
 };
 #endif
@@ -219,12 +227,12 @@ struct BoxSmem {
   constexpr int max_rows() const { return (max_bytes - fixed) / per_row; }
 };
 
-// Query-stationary box kernels: the window table, `tiles` 64-row tiles (Q; Q and dO), then two
-// boxes (K and V).
+// Query-stationary box kernels: the window table, the row table, `tiles` 64-row tiles (Q; Q and
+// dO), then two boxes (K and V).
 template <int D>
 constexpr BoxSmem query_box_smem(int tiles) {
-  return BoxSmem{kTableBytes + tiles * SmemTile<D>::bytes(64), 2 * SmemTile<D>::kRowBytes,
-                 kBoxSmemBytes};
+  return BoxSmem{kTableBytes + kRowTableBytes + tiles * SmemTile<D>::bytes(64),
+                 2 * SmemTile<D>::kRowBytes, kBoxSmemBytes};
 }
 
 // Launch configuration of a query-stationary box kernel with kTiles 64-row tiles.

@@ -90,7 +90,7 @@ __device__ __forceinline__ void load_gather_async(const char* const (&src)[NT],
 // wrote to shared memory in its prologue: its coordinates then need not stay in registers
 // through the main loop (where they spilled in the 128- and 168-register kernels).
 struct RowTable {
-  int64_t* rows;
+  const int64_t* rows;
   int64_t row_bytes;
   __device__ __forceinline__ int64_t operator()(int row) const {
     const int64_t r = rows[row];
