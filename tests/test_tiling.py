@@ -29,8 +29,8 @@ def test_tiling_and_masks_cover_each_pair_once(tmp_path):
     assert "tiling_check: 0 of 300 geometries failed" in out, out[-2000:]
     # Checks against a definition, each on its own line "<name> checked: N, wrong: W": the
     # inverse neighbourhood of every key range of small groups, the grid decode's divisions (/
-    # and %) and the stored chunks' NaN/Inf test (lane by lane).
-    for name, least in (("inverse ranges", 100001), ("fast_div", 1000000),
+    # and %), the box cursors' divisions and the stored chunks' NaN/Inf test (lane by lane).
+    for name, least in (("inverse ranges", 100001), ("fast_div", 1000000), ("small_div", 16000000),
                         ("nonfinite_lanes16", 1000000)):
         assert name + " checked: " in out, out[-2000:]
         counts = out.split(name + " checked: ")[1].split("\n")[0]

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "arch.h"
+#include "fast_div.h"
 #include "mask.h"
 #include "params.h"
 #include "query_tile.h"
@@ -59,9 +60,14 @@ struct BoxCursor {
   int s[3];  // the step as per-dim offsets
   int n1, n2;
   FUSED_HD BoxCursor(const ResidentBox& bx, int row, int step) : n1(bx.n[1]), n2(bx.n[2]) {
-    const int n12 = n1 * n2;
-    t[0] = row / n12, t[1] = row % n12 / n2, t[2] = row % n2;
-    s[0] = step / n12, s[1] = step % n12 / n2, s[2] = step % n2;
+    split(row, t);
+    split(step, s);
+  }
+  FUSED_HD void split(int r, int (&c)[3]) const {
+    c[0] = small_div(r, n1 * n2);
+    r -= c[0] * n1 * n2;
+    c[1] = small_div(r, n2);
+    c[2] = r - c[1] * n2;
   }
   FUSED_HD void position(const ResidentBox& bx, int (&pos)[3]) const {
 #pragma unroll
@@ -141,25 +147,48 @@ FUSED_HD LaneRows lane_rows(const ResidentBox& bx, const int (&tb)[3], const int
   return lr;
 }
 
+// Where a box's rows lie in a global tensor: token rows are linear in the positions, so the row
+// t[] positions past the box origin is origin + t[0] step[0] + t[1] step[1] + t[2] step[2] (in
+// rows of head_dim elements; the sum stays below the batch element's tokens * heads < 2^32).
+struct BoxRows {
+  int64_t origin;
+  uint32_t step[3];
+  FUSED_HD int64_t row(const int (&t)[3]) const {
+    return origin + int64_t(uint32_t(t[0]) * step[0] + uint32_t(t[1]) * step[1] + uint32_t(t[2]) * step[2]);
+  }
+};
+
+// The key/value rows of a query CTA's box (head kvh of heads_kv): token_row at positions bx.b of
+// the CTA's dilation group, a position step being dil[i] tokens along dim i.
+FUSED_HD BoxRows kv_box_rows(const KernelParams& p, const QueryCta& c, const ResidentBox& bx, int kvh) {
+  int x[3];
+#pragma unroll
+  for (int i = 0; i < 3; ++i) x[i] = bx.b[i] * p.dil[i] + c.cta.grp[i];
+  const uint32_t h = uint32_t(p.heads_kv);
+  return BoxRows{token_row(p, c.cta.b, x, kvh, p.heads_kv),
+                 {uint32_t(p.dil[0]) * uint32_t(p.L[1]) * uint32_t(p.L[2]) * h,
+                  uint32_t(p.dil[1]) * uint32_t(p.L[2]) * h, uint32_t(p.dil[2]) * h}};
+}
+
 #if defined(__CUDACC__)
-// cp.async the box's rows of up to two tensors (same row offsets): offset(pos) is the byte offset
-// of the row at positions pos in the global tensor(s).
-template <int D, int NTHREADS, int NT, typename Offset>
+// cp.async the box's rows of up to two tensors (same row offsets), rows placed by g.
+template <int D, int NTHREADS, int NT>
 __device__ __forceinline__ void load_box_async(const char* const (&src)[NT],
                                                const uint32_t (&dst)[NT], const ResidentBox& bx,
-                                               Offset offset, int tid) {
+                                               const BoxRows& g, int tid) {
   constexpr int kChunks = SmemTile<D>::kChunks;
   static_assert(NTHREADS % kChunks == 0, "whole rows per pass");
   constexpr int kRowsPerPass = NTHREADS / kChunks;
   const int ch = tid % kChunks;
   const int nrows = bx.rows();
   if (nrows == 0) return;
+  // A pass moves every row by a multiple of the swizzle's period: the shared offset just adds.
+  static_assert(kRowsPerPass % SmemTile<D>::kSwizzleRows == 0, "same swizzle each pass");
+  constexpr uint32_t kPassBytes = kRowsPerPass * SmemTile<D>::kRowBytes;
   BoxCursor cur(bx, tid / kChunks, kRowsPerPass);
-  for (int row = tid / kChunks; row < nrows; row += kRowsPerPass, cur.advance()) {
-    int pos[3];
-    cur.position(bx, pos);
-    const int64_t off = offset(pos) + ch * 16;
-    const uint32_t so = SmemTile<D>::offset(row, ch);
+  uint32_t so = SmemTile<D>::offset(tid / kChunks, ch);
+  for (int row = tid / kChunks; row < nrows; row += kRowsPerPass, cur.advance(), so += kPassBytes) {
+    const int64_t off = g.row(cur.t) * SmemTile<D>::kRowBytes + ch * 16;
 #pragma unroll
     for (int t = 0; t < NT; ++t) cp_async_16(dst[t] + so, src[t] + off, true);
   }
@@ -198,11 +227,7 @@ struct QueryBoxCta {
     load_rows_async<64, D, 128>(qsrc, qdst, [&](int row) { return row_offset(p, row); }, tid);
     const char* kv[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
     const uint32_t kvdst[2] = {sk, sv};
-    load_box_async<D, 128>(kv, kvdst, bx, [&](const int (&pos)[3]) -> int64_t {
-      const int x[3] = {pos[0] * p.dil[0] + c.cta.grp[0], pos[1] * p.dil[1] + c.cta.grp[1],
-                        pos[2] * p.dil[2] + c.cta.grp[2]};
-      return token_row(p, c.cta.b, x, kvh, p.heads_kv) * int64_t(SmemTile<D>::kRowBytes);
-    }, tid);
+    load_box_async<D, 128>(kv, kvdst, bx, kv_box_rows(p, c, bx, kvh), tid);
     cp_async_commit();
     Window* tab = reinterpret_cast<Window*>(smem);
     for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);

@@ -21,6 +21,7 @@ struct SmemTile {
 
   // Rows of 128 bytes or more: XOR the low 3 chunk bits with row % 8. 64-byte rows (two per
   // 128-byte line): XOR the 2 chunk bits with (row / 2) % 4.
+  static constexpr int kSwizzleRows = 8;  // swizzle(row + 8) == swizzle(row)
   static __device__ __forceinline__ int swizzle(int row) {
     if constexpr (kChunks >= 8) {
       return row & 7;

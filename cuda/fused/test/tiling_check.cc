@@ -265,7 +265,14 @@ bool check_box(const Geo& g, std::vector<int>& cnt, int& errors) {
   for_each_query_cta(p, [&](const QueryCta& c, const Window* tab) {
     const ResidentBox bx = resident_box(c.kb, c.ke);
     if (bx.rows() > box_rows && errors++ < 5) printf("  box: %d rows, plan %d\n", bx.rows(), box_rows);
-    // The loaders' cursors (steps of 16, 32 and 128 rows) against direct decomposition.
+    // The loaders' cursors (steps of 16, 32 and 128 rows) against direct decomposition, and
+    // the rows they load (kv_box_rows) against token_row at those positions, for head 2 of 3 of
+    // batch element 1 (the geometries have one of each).
+    KernelParams pr = p;
+    pr.heads_kv = 3;
+    QueryCta cb = c;
+    cb.cta.b = 1;
+    const BoxRows rows = kv_box_rows(pr, cb, bx, 2);
     for (int step : {16, 32, 128})
       for (int r0 = 0; r0 < step && r0 < bx.rows(); r0 += 7) {
         BoxCursor cur(bx, r0, step);
@@ -276,6 +283,10 @@ bool check_box(const Geo& g, std::vector<int>& cnt, int& errors) {
                                bx.b[2] + r % bx.n[2]};
           if ((pos[0] != want[0] || pos[1] != want[1] || pos[2] != want[2]) && errors++ < 5)
             printf("  box: cursor off at row %d\n", r);
+          int x[3];
+          for (int i = 0; i < 3; ++i) x[i] = want[i] * p.dil[i] + c.cta.grp[i];
+          if (rows.row(cur.t) != token_row(pr, 1, x, 2, 3) && errors++ < 5)
+            printf("  box: row %d loaded from the wrong token row\n", r);
         }
       }
     for (int warp = 0; warp < 4; ++warp)
@@ -391,6 +402,22 @@ long check_fast_div(long& checked) {
   return bad;
 }
 
+// small_div (the box cursors' divisions) against /, over the dividends and divisors a box can
+// have (rows < 2^12), with its quotient before truncation also moved by twice the float error its
+// exactness argument allows, at either sign. Returns the number of wrong answers.
+long check_small_div(long& checked) {
+  long bad = 0;
+  for (int n = 1; n < 4096; ++n)
+    for (int a = 0; a < 4096; ++a) {
+      const double x = (a + 0.5) / n;
+      const int lo = int(x * (1 - 0x1p-21)), hi = int(x * (1 + 0x1p-21));
+      ++checked;
+      if ((small_div(a, n) != a / n || lo != a / n || hi != a / n) && bad++ < 5)
+        printf("  small_div: %d / %d\n", a, n);
+    }
+  return bad;
+}
+
 // nonfinite_lanes16 (the stored chunks' NaN/Inf test) against the lane-by-lane definition, for
 // both 16-bit types: every 16-bit value in each lane beside a set of other-lane values (the
 // high lane's answer depends on the low lane only through its borrow). An exhaustive run over
@@ -472,12 +499,14 @@ int main(int argc, char** argv) {
   printf("tiling_check: inverse ranges checked: %d, wrong: %d\n", inverse_ranges, inverse_wrong);
   printf("tiling_check: resident-box plans checked: %d\n", box_cases);
   printf("tiling_check: tilings with no tile cut checked: %d\n", never_cut_tilings);
-  long div_checked = 0, lanes_checked = 0;
+  long div_checked = 0, small_checked = 0, lanes_checked = 0;
   const long div_wrong = check_fast_div(div_checked);
+  const long small_wrong = check_small_div(small_checked);
   const long lanes_wrong = check_nonfinite_lanes16<0x7c00u>(lanes_checked) +
                            check_nonfinite_lanes16<0x7f80u>(lanes_checked);
   printf("tiling_check: fast_div checked: %ld, wrong: %ld\n", div_checked, div_wrong);
+  printf("tiling_check: small_div checked: %ld, wrong: %ld\n", small_checked, small_wrong);
   printf("tiling_check: nonfinite_lanes16 checked: %ld, wrong: %ld\n", lanes_checked, lanes_wrong);
   printf("tiling_check: %d of %d geometries failed\n", failed, cases);
-  return failed || inverse_wrong || div_wrong || lanes_wrong ? 1 : 0;
+  return failed || inverse_wrong || div_wrong || small_wrong || lanes_wrong ? 1 : 0;
 }
