@@ -59,10 +59,8 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
   Window* tab = reinterpret_cast<Window*>(smem + Cfg::kTabOffset);
   int* delta = reinterpret_cast<int*>(smem + Cfg::kDeltaOffset);
 
-  auto q_off = [&](int row) -> int64_t {
-    const int64_t r = query_row_index(p, c, row, head);
-    return r < 0 ? -1 : r * kRowBytes;
-  };
+  const QueryTileRows qr = query_tile_rows(p, c, head);
+  auto q_off = [&](int row) { return qr.offset(p, row, kRowBytes); };
   {
     const char* src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
     const uint32_t dst[2] = {sQ, sdO};
@@ -74,7 +72,7 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
   if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
   // Each row's index once, for the rows' lse and delta and the epilogue's stores (RowTable).
   int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRowIndex);
-  if (tid < Cfg::kRows) rows[tid] = query_row_index(p, c, tid, head);
+  if (tid < Cfg::kRows) rows[tid] = qr(p, tid);
   __syncthreads();
 
   const char* const kv_src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};

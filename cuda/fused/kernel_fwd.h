@@ -73,10 +73,8 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D, MT, BN>::kMinBlocks)
   Window* tab = reinterpret_cast<Window*>(smem + Cfg::kTabOffset);
   int* delta = reinterpret_cast<int*>(smem + Cfg::kDeltaOffset);
 
-  auto q_off = [&](int row) -> int64_t {
-    const int64_t r = query_row_index(p, c, row, head);
-    return r < 0 ? -1 : r * kRowBytes;
-  };
+  const QueryTileRows qr = query_tile_rows(p, c, head);
+  auto q_off = [&](int row) { return qr.offset(p, row, kRowBytes); };
   {
     const char* src[1] = {static_cast<const char*>(p.q)};
     const uint32_t dst[1] = {sQ};

@@ -111,6 +111,30 @@ FUSED_HD int64_t token_row(const KernelParams& p, int64_t b, const int (&x)[3], 
   return b * p.tokens * nheads + int64_t(tok * uint32_t(nheads) + uint32_t(head));
 }
 
+// Token rows are linear in a dilation group's positions: the row of the token t[] positions past
+// pos0 (t >= 0 per dim) is origin + t[0] step[0] + t[1] step[1] + t[2] step[2], the sum below a
+// batch element's tokens * heads < 2^32. Loaders place many rows from one map (three
+// multiply-adds a row) instead of calling token_row per row.
+struct RowMap {
+  int64_t origin;
+  uint32_t step[3];
+  FUSED_HD int64_t at(const int (&t)[3]) const {
+    return origin + int64_t(uint32_t(t[0]) * step[0] + uint32_t(t[1]) * step[1] + uint32_t(t[2]) * step[2]);
+  }
+};
+
+// The map of batch element b, dilation group grp, from positions pos0, head `head` of `nheads`.
+FUSED_HD RowMap row_map(const KernelParams& p, int64_t b, const int (&grp)[3], const int (&pos0)[3],
+                        int head, int nheads) {
+  int x[3];
+#pragma unroll
+  for (int i = 0; i < 3; ++i) x[i] = pos0[i] * p.dil[i] + grp[i];
+  const uint32_t h = uint32_t(nheads);
+  return RowMap{token_row(p, b, x, head, nheads),
+                {uint32_t(p.dil[0]) * uint32_t(p.L[1]) * uint32_t(p.L[2]) * h,
+                 uint32_t(p.dil[1]) * uint32_t(p.L[2]) * h, uint32_t(p.dil[2]) * h}};
+}
+
 // Token-index offset of row `row` of a tile of log extents lg from the tile's first token
 // (positions advance by the dilation in each dim).
 FUSED_HD int tile_row_delta(const KernelParams& p, const int (&lg)[3], int row) {

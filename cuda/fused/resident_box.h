@@ -147,35 +147,13 @@ FUSED_HD LaneRows lane_rows(const ResidentBox& bx, const int (&tb)[3], const int
   return lr;
 }
 
-// Where a box's rows lie in a global tensor: token rows are linear in the positions, so the row
-// t[] positions past the box origin is origin + t[0] step[0] + t[1] step[1] + t[2] step[2] (in
-// rows of head_dim elements; the sum stays below the batch element's tokens * heads < 2^32).
-struct BoxRows {
-  int64_t origin;
-  uint32_t step[3];
-  FUSED_HD int64_t row(const int (&t)[3]) const {
-    return origin + int64_t(uint32_t(t[0]) * step[0] + uint32_t(t[1]) * step[1] + uint32_t(t[2]) * step[2]);
-  }
-};
-
-// The key/value rows of a query CTA's box (head kvh of heads_kv): token_row at positions bx.b of
-// the CTA's dilation group, a position step being dil[i] tokens along dim i.
-FUSED_HD BoxRows kv_box_rows(const KernelParams& p, const QueryCta& c, const ResidentBox& bx, int kvh) {
-  int x[3];
-#pragma unroll
-  for (int i = 0; i < 3; ++i) x[i] = bx.b[i] * p.dil[i] + c.cta.grp[i];
-  const uint32_t h = uint32_t(p.heads_kv);
-  return BoxRows{token_row(p, c.cta.b, x, kvh, p.heads_kv),
-                 {uint32_t(p.dil[0]) * uint32_t(p.L[1]) * uint32_t(p.L[2]) * h,
-                  uint32_t(p.dil[1]) * uint32_t(p.L[2]) * h, uint32_t(p.dil[2]) * h}};
-}
-
 #if defined(__CUDACC__)
-// cp.async the box's rows of up to two tensors (same row offsets), rows placed by g.
+// cp.async the box's rows of up to two tensors (same row offsets), row t[] of the box (positions
+// past its origin) at g.at(t).
 template <int D, int NTHREADS, int NT>
 __device__ __forceinline__ void load_box_async(const char* const (&src)[NT],
                                                const uint32_t (&dst)[NT], const ResidentBox& bx,
-                                               const BoxRows& g, int tid) {
+                                               const RowMap& g, int tid) {
   constexpr int kChunks = SmemTile<D>::kChunks;
   static_assert(NTHREADS % kChunks == 0, "whole rows per pass");
   constexpr int kRowsPerPass = NTHREADS / kChunks;
@@ -188,7 +166,7 @@ __device__ __forceinline__ void load_box_async(const char* const (&src)[NT],
   BoxCursor cur(bx, tid / kChunks, kRowsPerPass);
   uint32_t so = SmemTile<D>::offset(tid / kChunks, ch);
   for (int row = tid / kChunks; row < nrows; row += kRowsPerPass, cur.advance(), so += kPassBytes) {
-    const int64_t off = g.row(cur.t) * SmemTile<D>::kRowBytes + ch * 16;
+    const int64_t off = g.at(cur.t) * SmemTile<D>::kRowBytes + ch * 16;
 #pragma unroll
     for (int t = 0; t < NT; ++t) cp_async_16(dst[t] + so, src[t] + off, true);
   }
@@ -196,7 +174,7 @@ __device__ __forceinline__ void load_box_async(const char* const (&src)[NT],
 // The prologue of the query-stationary box kernels: the CTA's tile, its key box, and the shared
 // layout [window table | NQ 64-row tiles (Q; Q and dO) | K box | V box]. load() issues the
 // query rows of the tensors qsrc and the K/V box, fills the window table and waits for all of
-// it. row_offset(row): byte offset of query tile row `row` of the CTA's head, -1 past the group.
+// it.
 template <int D, int NQ>
 struct QueryBoxCta {
   QueryCta c;
@@ -215,23 +193,20 @@ struct QueryBoxCta {
     sv = sk + SmemTile<D>::bytes(bx.rows());
     return true;
   }
-  __device__ __forceinline__ int64_t row_offset(const KernelParams& p, int row) const {
-    const int64_t r = query_row_index(p, c, row, head);
-    return r < 0 ? -1 : r * int64_t(SmemTile<D>::kRowBytes);
-  }
   __device__ __forceinline__ void load(const KernelParams& p, char* smem,
                                        const char* const (&qsrc)[NQ], int tid) const {
     uint32_t qdst[NQ];
 #pragma unroll
     for (int t = 0; t < NQ; ++t) qdst[t] = sq + t * SmemTile<D>::bytes(64);
-    load_rows_async<64, D, 128>(qsrc, qdst, [&](int row) { return row_offset(p, row); }, tid);
+    const QueryTileRows qr = query_tile_rows(p, c, head);
+    load_rows_async<64, D, 128>(qsrc, qdst, [&](int row) { return qr.offset(p, row, SmemTile<D>::kRowBytes); }, tid);
     const char* kv[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
     const uint32_t kvdst[2] = {sk, sv};
-    load_box_async<D, 128>(kv, kvdst, bx, kv_box_rows(p, c, bx, kvh), tid);
+    load_box_async<D, 128>(kv, kvdst, bx, row_map(p, c.cta.b, c.cta.grp, bx.b, kvh, p.heads_kv), tid);
     cp_async_commit();
     Window* tab = reinterpret_cast<Window*>(smem);
     for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);
-    if (tid < 64) rows(smem)[tid] = query_row_index(p, c, tid, head);
+    if (tid < 64) rows(smem)[tid] = qr(p, tid);
     cp_async_wait<0>();
     __syncthreads();
   }

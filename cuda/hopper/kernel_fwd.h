@@ -81,10 +81,8 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
   Window* tab = reinterpret_cast<Window*>(smem + Cfg::kTab);
   int* delta = reinterpret_cast<int*>(smem + Cfg::kDelta);
 
-  auto q_off = [&](int row) -> int64_t {
-    const int64_t r = query_row_index(p, c, row, c.cta.head);
-    return r < 0 ? -1 : r * kRowBytes;
-  };
+  const QueryTileRows qr = query_tile_rows(p, c, c.cta.head);
+  auto q_off = [&](int row) { return qr.offset(p, row, kRowBytes); };
   {
     const char* src[1] = {static_cast<const char*>(p.q)};
     const uint32_t dst[1] = {sQ};
@@ -96,7 +94,7 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
   // The epilogue stores through these, so the CTA's coordinates need not live through the loop
   // (at head_dim 32, four CTAs per SM at 128 registers, they spilled).
   int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRowIndex);
-  if (tid < Cfg::kRows) rows[tid] = query_row_index(p, c, tid, c.cta.head);
+  if (tid < Cfg::kRows) rows[tid] = qr(p, tid);
   __syncthreads();
 
   // Tile j: K in slot j % 2, V in slot j % 3.

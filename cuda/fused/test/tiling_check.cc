@@ -107,6 +107,18 @@ int check_query_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, in
   int errors = 0;
   std::vector<std::pair<int, int>> cols;
   for_each_query_cta(p, [&](const QueryCta& c, const Window* tab) {
+    // The loaders' query rows (query_tile_rows) against query_row_index, for head 2 of 3 of batch
+    // element 1 (the geometries have one of each).
+    {
+      KernelParams pr = p;
+      pr.heads = 3;
+      QueryCta cb = c;
+      cb.cta.b = 1;
+      const QueryTileRows qr = query_tile_rows(pr, cb, 2);
+      for (int r = 0; r < (1 << (p.ts.qlog[0] + p.ts.qlog[1] + p.ts.qlog[2])); ++r)
+        if (qr(pr, r) != query_row_index(pr, cb, r, 2) && errors++ < 5)
+          printf("  query tile row %d is not query_row_index's\n", r);
+    }
     // The kernels walk the key/value tiles incrementally and gather rows through a per-CTA
     // token-offset table: both must agree with the direct index math.
     {
@@ -266,13 +278,11 @@ bool check_box(const Geo& g, std::vector<int>& cnt, int& errors) {
     const ResidentBox bx = resident_box(c.kb, c.ke);
     if (bx.rows() > box_rows && errors++ < 5) printf("  box: %d rows, plan %d\n", bx.rows(), box_rows);
     // The loaders' cursors (steps of 16, 32 and 128 rows) against direct decomposition, and
-    // the rows they load (kv_box_rows) against token_row at those positions, for head 2 of 3 of
+    // the rows they load (row_map) against token_row at those positions, for head 2 of 3 of
     // batch element 1 (the geometries have one of each).
     KernelParams pr = p;
     pr.heads_kv = 3;
-    QueryCta cb = c;
-    cb.cta.b = 1;
-    const BoxRows rows = kv_box_rows(pr, cb, bx, 2);
+    const RowMap rows = row_map(pr, 1, c.cta.grp, bx.b, 2, 3);
     for (int step : {16, 32, 128})
       for (int r0 = 0; r0 < step && r0 < bx.rows(); r0 += 7) {
         BoxCursor cur(bx, r0, step);
@@ -285,7 +295,7 @@ bool check_box(const Geo& g, std::vector<int>& cnt, int& errors) {
             printf("  box: cursor off at row %d\n", r);
           int x[3];
           for (int i = 0; i < 3; ++i) x[i] = want[i] * p.dil[i] + c.cta.grp[i];
-          if (rows.row(cur.t) != token_row(pr, 1, x, 2, 3) && errors++ < 5)
+          if (rows.at(cur.t) != token_row(pr, 1, x, 2, 3) && errors++ < 5)
             printf("  box: row %d loaded from the wrong token row\n", r);
         }
       }
