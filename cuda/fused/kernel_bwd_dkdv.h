@@ -68,10 +68,8 @@ __global__ void __launch_bounds__(128, DkdvConfig<T, D>::kMinBlocks)
   Window* tab = reinterpret_cast<Window*>(smem + Cfg::kTabOffset);
   int* delta = reinterpret_cast<int*>(smem + Cfg::kDeltaOffset);
 
-  auto k_off = [&](int row) -> int64_t {
-    const int64_t r = own_key_row_index(p, c, row);
-    return r < 0 ? -1 : r * kRowBytes;
-  };
+  const TileRows kr = key_tile_rows(p, c);
+  auto k_off = [&](int row) { return kr.offset(p.ts.klog, row, kRowBytes); };
   {
     const char* src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
     const uint32_t dst[2] = {sK, sV};
@@ -84,7 +82,7 @@ __global__ void __launch_bounds__(128, DkdvConfig<T, D>::kMinBlocks)
   for (int e = tid; e < table_entries(p.ts.klog); e += 128) tab[e] = key_inverse_entry(p, c, e);
   if (tid < NC) delta[tid] = tile_row_delta(p, p.ts.qlog, tid);
   int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRowsOffset);
-  if (tid < Cfg::kRows) rows[tid] = own_key_row_index(p, c, tid);
+  if (tid < Cfg::kRows) rows[tid] = kr(p.ts.klog, tid);
   __syncthreads();
 
   const char* const qdo_src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};

@@ -59,8 +59,8 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
   Window* tab = reinterpret_cast<Window*>(smem + Cfg::kTabOffset);
   int* delta = reinterpret_cast<int*>(smem + Cfg::kDeltaOffset);
 
-  const QueryTileRows qr = query_tile_rows(p, c, head);
-  auto q_off = [&](int row) { return qr.offset(p, row, kRowBytes); };
+  const TileRows qr = query_tile_rows(p, c, head);
+  auto q_off = [&](int row) { return qr.offset(p.ts.qlog, row, kRowBytes); };
   {
     const char* src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
     const uint32_t dst[2] = {sQ, sdO};
@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
   if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
   // Each row's index once, for the rows' lse and delta and the epilogue's stores (RowTable).
   int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRowIndex);
-  if (tid < Cfg::kRows) rows[tid] = qr(p, tid);
+  if (tid < Cfg::kRows) rows[tid] = qr(p.ts.qlog, tid);
   __syncthreads();
 
   const char* const kv_src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};

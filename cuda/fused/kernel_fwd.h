@@ -73,8 +73,8 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D, MT, BN>::kMinBlocks)
   Window* tab = reinterpret_cast<Window*>(smem + Cfg::kTabOffset);
   int* delta = reinterpret_cast<int*>(smem + Cfg::kDeltaOffset);
 
-  const QueryTileRows qr = query_tile_rows(p, c, head);
-  auto q_off = [&](int row) { return qr.offset(p, row, kRowBytes); };
+  const TileRows qr = query_tile_rows(p, c, head);
+  auto q_off = [&](int row) { return qr.offset(p.ts.qlog, row, kRowBytes); };
   {
     const char* src[1] = {static_cast<const char*>(p.q)};
     const uint32_t dst[1] = {sQ};

@@ -68,6 +68,12 @@ FUSED_HD int64_t own_key_row_index(const KernelParams& p, const KeyCta& c, int r
   return token_row(p, c.cta.b, x, c.cta.head, p.heads_kv);
 }
 
+// own_key_row_index of every row of the CTA's tile, from one RowMap (TileRows).
+FUSED_HD TileRows key_tile_rows(const KernelParams& p, const KeyCta& c) {
+  return TileRows{row_map(p, c.cta.b, c.cta.grp, c.kb, c.cta.head, p.heads_kv),
+                  {c.ke[0] - c.kb[0], c.ke[1] - c.kb[1], c.ke[2] - c.kb[2]}};
+}
+
 // First query position of the query tile at walk position t.
 FUSED_HD void q_tile_at(const KernelParams& p, const KeyCta& c, const int (&t)[3], int (&tb)[3]) {
 #pragma unroll

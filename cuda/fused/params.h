@@ -135,6 +135,25 @@ FUSED_HD RowMap row_map(const KernelParams& p, int64_t b, const int (&grp)[3], c
                  uint32_t(p.dil[1]) * uint32_t(p.L[2]) * h, uint32_t(p.dil[2]) * h}};
 }
 
+// The row indices of a CTA's own tile of log extents lg (query_row_index, own_key_row_index)
+// from one RowMap: the loaders' and row tables' form (split_row, three compares and three
+// multiply-adds a row).
+struct TileRows {
+  RowMap map;  // from the tile's first position
+  int n[3];    // valid positions per dim (the tile may pass its group's end)
+  // Row `row`'s index, -1 past the group's end.
+  FUSED_HD int64_t operator()(const int (&lg)[3], int row) const {
+    int t[3];
+    split_row(row, lg, t);
+    return t[0] < n[0] && t[1] < n[1] && t[2] < n[2] ? map.at(t) : -1;
+  }
+  // Its byte offset in a tensor of row_bytes rows, -1 past the group's end.
+  FUSED_HD int64_t offset(const int (&lg)[3], int row, int64_t row_bytes) const {
+    const int64_t r = (*this)(lg, row);
+    return r < 0 ? -1 : r * row_bytes;
+  }
+};
+
 // Token-index offset of row `row` of a tile of log extents lg from the tile's first token
 // (positions advance by the dilation in each dim).
 FUSED_HD int tile_row_delta(const KernelParams& p, const int (&lg)[3], int row) {

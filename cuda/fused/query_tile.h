@@ -69,25 +69,9 @@ FUSED_HD int64_t query_row_index(const KernelParams& p, const QueryCta& c, int r
   return token_row(p, c.cta.b, x, head, p.heads);
 }
 
-// query_row_index of every row of the CTA's tile from one RowMap: the loaders' and row tables'
-// form (three multiply-adds and three compares a row, the CTA's part done once).
-struct QueryTileRows {
-  RowMap map;
-  int n[3];  // valid positions per dim: qe - qb
-  FUSED_HD int64_t operator()(const KernelParams& p, int row) const {
-    int t[3];
-    split_row(row, p.ts.qlog, t);
-    return t[0] < n[0] && t[1] < n[1] && t[2] < n[2] ? map.at(t) : -1;
-  }
-  // The row's byte offset in a tensor of row_bytes rows, -1 past the group's end.
-  FUSED_HD int64_t offset(const KernelParams& p, int row, int64_t row_bytes) const {
-    const int64_t r = (*this)(p, row);
-    return r < 0 ? -1 : r * row_bytes;
-  }
-};
-
-FUSED_HD QueryTileRows query_tile_rows(const KernelParams& p, const QueryCta& c, int head) {
-  return QueryTileRows{row_map(p, c.cta.b, c.cta.grp, c.qb, head, p.heads),
+// query_row_index of every row of the CTA's tile, from one RowMap (TileRows).
+FUSED_HD TileRows query_tile_rows(const KernelParams& p, const QueryCta& c, int head) {
+  return TileRows{row_map(p, c.cta.b, c.cta.grp, c.qb, head, p.heads),
                        {c.qe[0] - c.qb[0], c.qe[1] - c.qb[1], c.qe[2] - c.qb[2]}};
 }
 

@@ -88,10 +88,8 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
   Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
   int* delta = reinterpret_cast<int*>(sm.ptr + Cfg::kDelta);
 
-  auto k_off = [&](int row) -> int64_t {
-    const int64_t r = own_key_row_index(p, c, row);
-    return r < 0 ? -1 : r * kRowBytes;
-  };
+  const TileRows kr = key_tile_rows(p, c);
+  auto k_off = [&](int row) { return kr.offset(p.ts.klog, row, kRowBytes); };
   {
     const char* src[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
     const uint32_t dst[2] = {sK, sV};
@@ -101,7 +99,7 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
   for (int e = tid; e < table_entries(p.ts.klog); e += NTH) tab[e] = key_inverse_entry(p, c, e);
   if (tid < NC) delta[tid] = tile_row_delta(p, p.ts.qlog, tid);
   int64_t* const rows = reinterpret_cast<int64_t*>(sm.ptr + Cfg::kRowIndex);  // the epilogue's
-  if (tid < 64) rows[tid] = own_key_row_index(p, c, tid);
+  if (tid < 64) rows[tid] = kr(p.ts.klog, tid);
   SlotBarriers<kTma> bars;
   bars.init(sK + Cfg::kBar, tid);
   __syncthreads();

@@ -92,8 +92,8 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
   int* delta = reinterpret_cast<int*>(sm.ptr + Cfg::kDelta);
 
-  const QueryTileRows qr = query_tile_rows(p, c, head);
-  auto q_off = [&](int row) { return qr.offset(p, row, kRowBytes); };
+  const TileRows qr = query_tile_rows(p, c, head);
+  auto q_off = [&](int row) { return qr.offset(p.ts.qlog, row, kRowBytes); };
   {
     const char* src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
     const uint32_t dst[2] = {sQ, sdO};
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   if (tid < Cfg::kCols) delta[tid] = tile_row_delta(p, p.ts.klog, tid);
   // Each row's index once, for the rows' lse and delta and the epilogue's stores.
   int64_t* const rows = reinterpret_cast<int64_t*>(sm.ptr + Cfg::kRowIndex);
-  if (tid < 64) rows[tid] = qr(p, tid);
+  if (tid < 64) rows[tid] = qr(p.ts.qlog, tid);
   SlotBarriers<kTma> bars;
   bars.init(sQ + Cfg::kBar, tid);
   __syncthreads();

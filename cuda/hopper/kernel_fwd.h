@@ -81,8 +81,8 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
   Window* tab = reinterpret_cast<Window*>(smem + Cfg::kTab);
   int* delta = reinterpret_cast<int*>(smem + Cfg::kDelta);
 
-  const QueryTileRows qr = query_tile_rows(p, c, c.cta.head);
-  auto q_off = [&](int row) { return qr.offset(p, row, kRowBytes); };
+  const TileRows qr = query_tile_rows(p, c, c.cta.head);
+  auto q_off = [&](int row) { return qr.offset(p.ts.qlog, row, kRowBytes); };
   {
     const char* src[1] = {static_cast<const char*>(p.q)};
     const uint32_t dst[1] = {sQ};
@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(128, FwdConfig<T, D>::kMinBlocks)
   // The epilogue stores through these, so the CTA's coordinates need not live through the loop
   // (at head_dim 32, four CTAs per SM at 128 registers, they spilled).
   int64_t* const rows = reinterpret_cast<int64_t*>(smem + Cfg::kRowIndex);
-  if (tid < Cfg::kRows) rows[tid] = qr(p, tid);
+  if (tid < Cfg::kRows) rows[tid] = qr(p.ts.qlog, tid);
   __syncthreads();
 
   // Tile j: K in slot j % 2, V in slot j % 3.

@@ -114,9 +114,9 @@ int check_query_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, in
       pr.heads = 3;
       QueryCta cb = c;
       cb.cta.b = 1;
-      const QueryTileRows qr = query_tile_rows(pr, cb, 2);
+      const TileRows qr = query_tile_rows(pr, cb, 2);
       for (int r = 0; r < (1 << (p.ts.qlog[0] + p.ts.qlog[1] + p.ts.qlog[2])); ++r)
-        if (qr(pr, r) != query_row_index(pr, cb, r, 2) && errors++ < 5)
+        if (qr(p.ts.qlog, r) != query_row_index(pr, cb, r, 2) && errors++ < 5)
           printf("  query tile row %d is not query_row_index's\n", r);
     }
     // The kernels walk the key/value tiles incrementally and gather rows through a per-CTA
@@ -202,6 +202,17 @@ int check_key_stationary(const Geo& g, std::vector<int>& cnt, int log_rows, int 
       const CtaCoord cta = cta_at(p, gi, t);
       KeyCta c;
       if (!setup_key_cta(p, cta, c)) continue;
+      {  // The loaders' key rows (key_tile_rows) against own_key_row_index, for kv head 2 of 3
+         // of batch element 1 (the geometries have one of each).
+        KernelParams pr = p;
+        pr.heads_kv = 3;
+        KeyCta cb = c;
+        cb.cta.b = 1, cb.cta.head = 2;
+        const TileRows kr = key_tile_rows(pr, cb);
+        for (int r = 0; r < (1 << (p.ts.klog[0] + p.ts.klog[1] + p.ts.klog[2])); ++r)
+          if (kr(p.ts.klog, r) != own_key_row_index(pr, cb, r) && errors++ < 5)
+            printf("  key tile row %d is not own_key_row_index's\n", r);
+      }
       Window tab[kMaxTableEntries];
       for (int e = 0; e < table_entries(p.ts.klog); ++e) tab[e] = key_inverse_entry(p, c, e);
       {
