@@ -54,7 +54,7 @@ class Limits:
     min_row_s: float = 0.2
     max_call_s: float = 3.0  # skip calls predicted slower than this
     mem_frac: float = 0.8  # of the device allocator limit (GPU) or MemAvailable (CPU)
-    target_block_s: float | None = None  # default 20 ms (timing.py: blocks share fixed costs)
+    target_block_s: float | None = None  # default 100 ms (timing.py: blocks share fixed costs)
     deadline: float | None = None  # absolute time.perf_counter() end; overrides time_limit_s
     seed: int = 0
     # Forwards faster than this per call are timed chained as well (timing.chain), and that time
@@ -138,7 +138,7 @@ def run(problems, peers: list[Peer], modes, limits: Limits, on_row=None) -> list
     start = time.perf_counter()
     deadline = limits.deadline or start + limits.time_limit_s
     on_gpu = jax.devices()[0].platform != "cpu"
-    target_block = limits.target_block_s or 20e-3
+    target_block = limits.target_block_s or 0.1
     chain_below = limits.chain_below_s if limits.chain_below_s is not None else (1e-3 if on_gpu else 0.0)
     mem_limit = limits.mem_frac * meta.available_memory_bytes()
 
