@@ -24,6 +24,9 @@ CPU_FAMILIES = ("cpu",)
 CUDA_FAMILIES = ("cuda-naive", "cuda-gemm", "cuda-fused", "cuda-hopper")
 # Families whose kernels run only on one GPU architecture: family -> compute capability.
 ARCH_FAMILIES = {"cuda-hopper": "9.0"}
+# cuda-hopper's second backward target, RD: takes (q, k, v, dout, lse, out, dlse) and forms delta
+# in its dQ kernel (cuda/hopper/row_delta.h) instead of taking XLA's.
+HOPPER_RD_TARGET = "jax_na_bwd_cuda_hopper_rd"
 
 
 def target_name(direction: str, family: str) -> str:
@@ -66,6 +69,17 @@ def cuda_compute_capabilities() -> frozenset:
     if not has_cuda_device():
         return frozenset()
     return frozenset(str(getattr(d, "compute_capability", "")) for d in jax.devices("cuda"))
+
+
+def hopper_rd_pays(q_shape, heads_kv: int, params) -> bool:
+    """Whether cuda-hopper's backward of this problem (query shape, key/value heads, NAParams)
+    lowers to HOPPER_RD_TARGET: the build has it and the native rule (cuda/hopper/rd_rule.h, the
+    one place it is decided, with the measurements behind it) says that it pays."""
+    if HOPPER_RD_TARGET not in _CUDA_TARGETS:
+        return False
+    return bool(_ext.hopper_rd_pays(
+        list(q_shape), int(heads_kv), list(params.kernel_size), list(params.stride),
+        list(params.dilation), [int(c) for c in params.is_causal]))
 
 
 def runs_here(family: str) -> bool:

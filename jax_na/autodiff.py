@@ -1,9 +1,10 @@
 """Gradients: custom_vjp around the forward primitive, backward through the backward primitive.
 
-The forward saves (q, k, v, out, lse). The backward folds the output and lse cotangents into
-delta = rowsum(dout * out) - dlse (one cheap XLA reduction), so kernels need no lse cotangent:
-dS = P * (dP - delta) covers both. Both primitives are bound through sharding.py
-(custom_partitioning: batch/head sharding under jit without collectives).
+The forward saves (q, k, v, out, lse). The backward primitive takes both cotangents with out;
+its lowering folds them into delta = rowsum(dout * out) - dlse (an XLA reduction, or the Hopper
+dQ kernel where that pays: primitives.py), so kernels need no lse cotangent: dS = P * (dP - delta)
+covers both. Both primitives are bound through sharding.py (custom_partitioning: batch/head
+sharding under jit without collectives).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from .params import NAParams
 from .sharding import na_bwd, na_fwd
@@ -31,8 +31,7 @@ def _fwd(q, k, v, params, backend):
 def _bwd(params, backend, res, cts):
     q, k, v, out, lse = res
     dout, dlse = cts
-    delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1) - dlse
-    dq, dk, dv = na_bwd(q, k, v, dout.astype(q.dtype), lse, delta, params, backend)
+    dq, dk, dv = na_bwd(q, k, v, dout.astype(q.dtype), lse, out, dlse, params, backend)
     return dq, dk, dv
 
 

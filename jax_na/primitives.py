@@ -1,7 +1,7 @@
 """The forward and backward primitives: abstract evaluation, batching and lowering.
 
-na_fwd_p(q, k, v)                     -> (out, lse)
-na_bwd_p(q, k, v, dout, lse, delta)   -> (dq, dk, dv)     delta = rowsum(dout*out) - dlse
+na_fwd_p(q, k, v)                         -> (out, lse)
+na_bwd_p(q, k, v, dout, lse, out, dlse)   -> (dq, dk, dv)
 
 Static params: `params` (NAParams) and `backend` (a backend name or "auto"). Each platform's
 lowering emits a jax.ffi custom call to the chosen native family; platforms without one (or
@@ -10,6 +10,12 @@ same way. A CUDA custom call has one more result than the primitive, a uint32[3]
 the flag its handler uses to repair what tiled kernels do to NaN/Inf operands
 (cuda/repair/repair.h), and the counter persistent kernels hand out their tiles with. The
 lowering adds it (an XLA-owned buffer, so CUDA graphs stay valid) and drops it.
+
+The backward's kernels need delta = rowsum(dout * out) - dlse (dS = P (dP - delta) covers both
+cotangents). The lowering computes it with XLA and passes it to the family's handler in place of
+(out, dlse), except for cuda-hopper where its rule says that forming delta in the dQ kernel pays
+(_native.hopper_rd_pays): that handler takes (out, dlse), and has one more result before the
+flag, the float32 delta its dQ kernel writes for its dK/dV kernel, added and dropped likewise.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def _fwd_abstract(q, k, v, *, params: NAParams, backend: str):
     return q.update(shape=q.shape, dtype=q.dtype), q.update(shape=q.shape[:-1], dtype=jnp.dtype(jnp.float32))
 
 
-def _bwd_abstract(q, k, v, dout, lse, delta, *, params: NAParams, backend: str):
+def _bwd_abstract(q, k, v, dout, lse, out, dlse, *, params: NAParams, backend: str):
     return tuple(x.update(shape=x.shape, dtype=x.dtype) for x in (q, k, v))
 
 
@@ -109,8 +115,23 @@ def _fwd_fallback(q, k, v, *, params, backend):
     return reference.na_reference(q, k, v, params)
 
 
-def _bwd_fallback(q, k, v, dout, lse, delta, *, params, backend):
-    return reference.na_reference_bwd(q, k, v, dout, lse, delta, params)
+def _delta(dout, out, dlse):
+    """delta = rowsum(dout * out) - dlse, in float32 (lse's shape)."""
+    return jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1) - dlse
+
+
+def _bwd_fallback(q, k, v, dout, lse, out, dlse, *, params, backend):
+    return reference.na_reference_bwd(q, k, v, dout, lse, _delta(dout, out, dlse), params)
+
+
+def _with_delta(ctx, args):
+    """The backward's operands with XLA's delta in place of (out, dlse), and ctx to match."""
+    q, k, v, dout, lse, out, dlse = args
+    avals = ctx.avals_in
+    delta_aval = avals[6]  # dlse's: float32, lse's shape
+    (delta,) = mlir.lower_fun(_delta, multiple_results=False)(
+        ctx.replace(avals_in=[avals[3], avals[5], avals[6]], avals_out=[delta_aval]), dout, out, dlse)
+    return ctx.replace(avals_in=[*avals[:5], delta_aval]), (q, k, v, dout, lse, delta)
 
 
 def _lowering(direction: str, platform: str, fallback):
@@ -122,11 +143,19 @@ def _lowering(direction: str, platform: str, fallback):
         family = backends.family_for(platform, backend, q_aval.dtype, q_aval.shape[-1], direction)
         if family is None:
             return mlir.lower_fun(fallback, multiple_results=True)(ctx, *args, params=params, backend=backend)
-        lower = jax.ffi.ffi_lowering(_native.target_name(direction, family))
+        target, extra = _native.target_name(direction, family), []
+        if direction == "bwd":
+            if (platform == "cuda" and family == "cuda-hopper"
+                    and _native.hopper_rd_pays(q_aval.shape, ctx.avals_in[1].shape[-2], params)):
+                target, extra = _native.HOPPER_RD_TARGET, [ctx.avals_in[4]]  # delta: lse's aval
+            else:
+                ctx, args = _with_delta(ctx, args)
+        lower = jax.ffi.ffi_lowering(target)
         if platform != "cuda":
             return lower(ctx, *args, **_ffi_attrs(params))
         flag = jax.core.ShapedArray((_FLAG_WORDS,), np.uint32)
-        return lower(ctx.replace(avals_out=[*ctx.avals_out, flag]), *args, **_ffi_attrs(params))[:-1]
+        n = len(ctx.avals_out)
+        return lower(ctx.replace(avals_out=[*ctx.avals_out, *extra, flag]), *args, **_ffi_attrs(params))[:n]
 
     return rule
 

@@ -5,7 +5,7 @@ these). On one device, or inside shard_map, that is just the primitive. Under `j
 several devices XLA's partitioner asks the rules below how to split the op, and every shard
 then runs the same kernel on its own slice with no collective:
 
-- batch: sharded like query's batch dimension (key, value, dout, lse and delta follow).
+- batch: sharded like query's batch dimension (key, value, dout, lse, out and dlse follow).
 - heads: sharded like query's heads dimension. With n head shards and GQA, query head h and
   key/value head h // (heads // heads_kv) must meet on one device: when heads_kv % n == 0 the
   key/value heads split the same way (no collective); when n % heads_kv == 0 every shard's
@@ -39,8 +39,8 @@ def _local_fwd(q, k, v, params: NAParams, backend: str):
     return tuple(na_fwd_p.bind(q, k, v, params=params, backend=backend))
 
 
-def _local_bwd(q, k, v, dout, lse, delta, params: NAParams, backend: str):
-    return tuple(na_bwd_p.bind(q, k, v, dout, lse, delta, params=params, backend=backend))
+def _local_bwd(q, k, v, dout, lse, out, dlse, params: NAParams, backend: str):
+    return tuple(na_bwd_p.bind(q, k, v, dout, lse, out, dlse, params=params, backend=backend))
 
 
 # --- choosing the shardings -------------------------------------------------------------------
@@ -134,12 +134,12 @@ def _fwd_propagate(params, backend, mesh, user_shape):
 def _bwd_partition(params, backend, mesh, arg_shapes, result_shape):
     split = _Split(arg_shapes, params)
 
-    def lower(q, k, v, dout, lse, delta):
-        dq, dk, dv = _local_bwd(q, split.pick(k), split.pick(v), dout, lse, delta, params, backend)
+    def lower(q, k, v, dout, lse, out, dlse):
+        dq, dk, dv = _local_bwd(q, split.pick(k), split.pick(v), dout, lse, out, dlse, params, backend)
         return dq, split.unpick(dk, k), split.unpick(dv, v)
 
     x, kv, row = split.x, split.kv, split.row
-    return split.mesh, lower, (x, kv, kv), (x, kv, kv, x, row, row)
+    return split.mesh, lower, (x, kv, kv), (x, kv, kv, x, row, x, row)
 
 
 def _bwd_infer(params, backend, mesh, arg_shapes, result_shape):
@@ -170,7 +170,7 @@ def _fwd_rule(params, backend, mesh, value_types, result_types):
 
 def _bwd_rule(params, backend, mesh, value_types, result_types):
     q, kv, row, replicated = _factors(params, value_types[0], value_types[1])
-    rule = f"{q}, {kv}, {kv}, {q}, {row}, {row} -> {q}, {kv}, {kv}"
+    rule = f"{q}, {kv}, {kv}, {q}, {row}, {q}, {row} -> {q}, {kv}, {kv}"
     return rule, dict(need_replication_factors=replicated)
 
 
@@ -181,7 +181,7 @@ partitioned_fwd.def_partition(
     propagate_user_sharding=_fwd_propagate,
     sharding_rule=_fwd_rule,
 )
-partitioned_bwd = custom_partitioning(_local_bwd, static_argnums=(6, 7))
+partitioned_bwd = custom_partitioning(_local_bwd, static_argnums=(7, 8))
 partitioned_bwd.def_partition(
     partition=_bwd_partition,
     infer_sharding_from_operands=_bwd_infer,
@@ -215,6 +215,6 @@ def na_fwd(q, k, v, params: NAParams, backend: str):
     return _batchable("fwd", params, backend)(q, k, v)
 
 
-def na_bwd(q, k, v, dout, lse, delta, params: NAParams, backend: str):
+def na_bwd(q, k, v, dout, lse, out, dlse, params: NAParams, backend: str):
     """na_bwd_p with the batch/head sharding rules: (dq, dk, dv)."""
-    return _batchable("bwd", params, backend)(q, k, v, dout, lse, delta)
+    return _batchable("bwd", params, backend)(q, k, v, dout, lse, out, dlse)

@@ -31,7 +31,7 @@ BACKENDS = [CPU, NONE]
 needs_cpu = pytest.mark.skipif(not HAS_CPU, reason="native CPU family not built")
 
 TARGETS = tuple(_native.target_name(d, f) for f in _native.CPU_FAMILIES + _native.CUDA_FAMILIES
-                for d in ("fwd", "bwd"))
+                for d in ("fwd", "bwd")) + (_native.HOPPER_RD_TARGET,)
 
 
 @pytest.fixture(autouse=True)

@@ -26,4 +26,11 @@ JAX_NA_DECLARE_FAMILY(hopper)  // sm_90a wgmma forward and backward
 
 #undef JAX_NA_DECLARE_FAMILY
 
+namespace hopper {
+// RD: the backward with delta = rowsum(dout * out) - dlse formed by its dQ kernel from d.out and
+// d.dlse into d.delta (a.delta unused), which its dK/dV kernel reads after it
+// (cuda/hopper/row_delta.h). Where it pays: cuda/hopper/rd_rule.h.
+cudaError_t bwd_rd(const Problem& p, const BwdArgs& a, const DeltaArgs& d, cudaStream_t stream);
+}  // namespace hopper
+
 }  // namespace jax_na

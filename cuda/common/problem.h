@@ -63,4 +63,13 @@ struct BwdArgs {
   unsigned* nonfinite = nullptr;  // as in FwdArgs
 };
 
+// What a backward that forms delta itself takes instead (the Hopper family's bwd_rd, whose dQ
+// kernel reads out beside dout): the forward's out (query's dtype and shape) and lse's
+// cotangent, and the float32 buffer (lse's shape) the delta it forms goes to.
+struct DeltaArgs {
+  const void* out;
+  const float* dlse;
+  float* delta;
+};
+
 }  // namespace jax_na

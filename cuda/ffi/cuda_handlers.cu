@@ -16,6 +16,12 @@
 // unused; the Hopper forward repairs its own results and zeroes only what it uses (a 1-D
 // forward uses none of it: no memset comes between it and the kernel before it).
 //
+// The Hopper family has a second backward handler, jax_na_bwd_cuda_hopper_rd (RD: its dQ kernel
+// forms delta, cuda/hopper/row_delta.h), which takes out and dlse in place of delta and has one
+// more result before the flag: the float32 delta (lse's shape) that its dQ kernel writes for its
+// dK/dV kernel, also added and dropped by the lowering, which picks this handler where
+// cuda/hopper/rd_rule.h says it pays.
+//
 // Traits: the handlers are command-buffer (CUDA graph) compatible: they only launch kernels and
 // memsets on XLA's stream, never synchronise or query it, and allocate nothing (every family's
 // bwd_workspace_bytes() is 0). A family whose backward needs scratch must be defined with
@@ -169,6 +175,33 @@ ffi::Error FwdCuda(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
   });
 }
 
+// A backward call once decoded (both signatures): check the flag, get the scratch, run(p, a,
+// stream) between the arm and the repair.
+template <class F, class Run>
+ffi::Error run_bwd(const char* target, cudaStream_t stream, ffi::ScratchAllocator& scratch,
+                   const Problem& p, BwdArgs& a, Flag& flag, const Run& run) {
+  if (auto e = check_flag(target, flag); e.failure()) return e;
+  const bool captured = count_call(stream);
+  size_t bytes = F::workspace_bytes(p);
+  if (const size_t forced = test_workspace_bytes(); forced > 0) bytes = forced;
+  if (bytes > 0) {
+    if (captured)
+      return ffi::Error(ffi::ErrorCode::kFailedPrecondition,
+                        std::string(target) + ": needs " + std::to_string(bytes) +
+                            " bytes of scratch, which cannot be allocated while XLA records a "
+                            "command buffer (CUDA graph); turn command buffers off for custom "
+                            "calls: XLA_FLAGS=--xla_gpu_enable_command_buffer=-CUSTOM_CALL");
+    const auto mem = scratch.Allocate(bytes, 256);
+    if (!mem.has_value())
+      return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                        std::string(target) + ": scratch allocation failed: could not allocate " +
+                            std::to_string(bytes) + " bytes of workspace for cuda-" + F::kName);
+    a.workspace = *mem;
+  }
+  const cudaError_t err = run_repaired<F>(p, a, flag->typed_data(), stream, false, run, repair::bwd);
+  return err == cudaSuccess ? ffi::Error::Success() : cuda_failure(target, F::kName, p, err);
+}
+
 template <class F>
 ffi::Error BwdCuda(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q,
                    ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer dout, ffi::AnyBuffer lse,
@@ -183,27 +216,7 @@ ffi::Error BwdCuda(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
                                      dilation, is_causal, scale, &p, &a);
         e.failure())
       return ffi_decode::with_target(target, e);
-    if (auto e = check_flag(target, flag); e.failure()) return e;
-    const bool captured = count_call(stream);
-    size_t bytes = F::workspace_bytes(p);
-    if (const size_t forced = test_workspace_bytes(); forced > 0) bytes = forced;
-    if (bytes > 0) {
-      if (captured)
-        return ffi::Error(ffi::ErrorCode::kFailedPrecondition,
-                          std::string(target) + ": needs " + std::to_string(bytes) +
-                              " bytes of scratch, which cannot be allocated while XLA records a "
-                              "command buffer (CUDA graph); turn command buffers off for custom "
-                              "calls: XLA_FLAGS=--xla_gpu_enable_command_buffer=-CUSTOM_CALL");
-      const auto mem = scratch.Allocate(bytes, 256);
-      if (!mem.has_value())
-        return ffi::Error(ffi::ErrorCode::kResourceExhausted,
-                          std::string(target) + ": scratch allocation failed: could not allocate " +
-                              std::to_string(bytes) + " bytes of workspace for cuda-" + F::kName);
-      a.workspace = *mem;
-    }
-    const cudaError_t err =
-        run_repaired<F>(p, a, flag->typed_data(), stream, false, F::bwd, repair::bwd);
-    return err == cudaSuccess ? ffi::Error::Success() : cuda_failure(target, F::kName, p, err);
+    return run_bwd<F>(target, stream, scratch, p, a, flag, F::bwd);
   });
 }
 
@@ -263,6 +276,45 @@ JAX_NA_CUDA_FAMILY(fused)
 #endif
 #if JAX_NA_HAS_HOPPER
 JAX_NA_CUDA_FAMILY_EXACT_FWD(hopper)
+
+constexpr const char* kBwdHopperRdTarget = "jax_na_bwd_cuda_hopper_rd";
+
+// RD (see the top): out and dlse in place of delta; `delta` the dQ kernel's, for dK/dV.
+ffi::Error BwdCudaHopperRd(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q,
+                           ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer dout,
+                           ffi::AnyBuffer lse, ffi::AnyBuffer out, ffi::AnyBuffer dlse,
+                           ffi::Result<ffi::AnyBuffer> dq, ffi::Result<ffi::AnyBuffer> dk,
+                           ffi::Result<ffi::AnyBuffer> dv, ffi::Result<ffi::AnyBuffer> delta,
+                           Flag flag, Span64 kernel_size, Span64 stride, Span64 dilation,
+                           Span64 is_causal, float scale) {
+  const char* target = kBwdHopperRdTarget;
+  return guarded(target, [&]() -> ffi::Error {
+    Problem p;
+    BwdArgs a;
+    DeltaArgs d;
+    if (auto e = ffi_sig::decode_bwd_rd(q, k, v, dout, lse, out, dlse, dq, dk, dv, kernel_size,
+                                        stride, dilation, is_causal, scale, &p, &a, &d);
+        e.failure())
+      return ffi_decode::with_target(target, e);
+    if (auto e = ffi_decode::expect_stats("bwd", "the delta result", *delta, q.dimensions());
+        e.failure())
+      return ffi_decode::with_target(target, e);
+    d.delta = static_cast<float*>(delta->untyped_data());
+    return run_bwd<hopper_ops>(target, stream, scratch, p, a, flag,
+                               [&](const Problem& pr, const BwdArgs& ba, cudaStream_t s) {
+                                 return hopper::bwd_rd(pr, ba, d, s);
+                               });
+  });
+}
+
+XLA_FFI_DEFINE_HANDLER(kBwd_hopper_rd, BwdCudaHopperRd,
+                       ffi_sig::with_attrs(
+                           ffi_sig::bwd_rd_buffers(ffi::Ffi::Bind()
+                                                       .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                                       .Ctx<ffi::ScratchAllocator>())
+                               .Ret<ffi::AnyBuffer>()
+                               .Ret<ffi::Buffer<ffi::U32>>()),
+                       TraitList{ffi::Traits::kCmdBufferCompatible});
 #endif
 
 #undef JAX_NA_CUDA_FAMILY
@@ -290,6 +342,7 @@ HandlerTable cuda_handlers() {
 #if JAX_NA_HAS_HOPPER
   t.push_back({"jax_na_fwd_cuda_hopper", kFwd_hopper});
   t.push_back({"jax_na_bwd_cuda_hopper", kBwd_hopper});
+  t.push_back({kBwdHopperRdTarget, kBwd_hopper_rd});
 #endif
   return t;
 }

@@ -187,15 +187,15 @@ inline ffi::Error check_fwd_results(const std::string& op, const ffi::AnyBuffer&
   return expect_stats(op, "lse", lse, q.dimensions());
 }
 
+// The buffers both backward signatures have (the one with delta, and the one with out and dlse
+// in its place: signatures.h).
 inline ffi::Error check_bwd_buffers(const std::string& op, const ffi::AnyBuffer& q,
                                     const ffi::AnyBuffer& k, const ffi::AnyBuffer& dout,
-                                    const ffi::AnyBuffer& lse, const ffi::AnyBuffer& delta,
-                                    const ffi::AnyBuffer& dq, const ffi::AnyBuffer& dk,
-                                    const ffi::AnyBuffer& dv) {
+                                    const ffi::AnyBuffer& lse, const ffi::AnyBuffer& dq,
+                                    const ffi::AnyBuffer& dk, const ffi::AnyBuffer& dv) {
   const auto t = q.element_type();
   if (auto e = expect_like(op, "dout", dout, t, q.dimensions()); e.failure()) return e;
   if (auto e = expect_stats(op, "lse", lse, q.dimensions()); e.failure()) return e;
-  if (auto e = expect_stats(op, "delta", delta, q.dimensions()); e.failure()) return e;
   if (auto e = expect_like(op, "dq", dq, t, q.dimensions()); e.failure()) return e;
   if (auto e = expect_like(op, "dk", dk, t, k.dimensions()); e.failure()) return e;
   return expect_like(op, "dv", dv, t, k.dimensions());

@@ -15,7 +15,8 @@ using HandlerTable = std::vector<std::pair<const char*, XLA_FFI_Handler*>>;
 // jax_na_fwd_cpu, jax_na_bwd_cpu.
 HandlerTable cpu_handlers();
 
-// jax_na_{fwd,bwd}_cuda_{naive,gemm,fused,hopper} for the families compiled in (empty without CUDA).
+// jax_na_{fwd,bwd}_cuda_{naive,gemm,fused,hopper} for the families compiled in, and with hopper
+// jax_na_bwd_cuda_hopper_rd (its backward that forms delta itself); empty without CUDA.
 HandlerTable cuda_handlers();
 
 // (calls, captured): CUDA handler calls that got past decoding since the module loaded, and how

@@ -39,19 +39,35 @@ auto fwd_buffers(B&& binding) {
       .template Ret<ffi::AnyBuffer>();
 }
 
-// bwd buffers: q, k, v, dout, lse, delta -> dq, dk, dv (as fwd_buffers).
+// `n` >= 1 more buffer arguments (a Binding only moves into what Arg/Ret return).
+template <int n, class B>
+auto buffer_args(B&& binding) {
+  if constexpr (n == 1) {
+    return std::move(binding).template Arg<ffi::AnyBuffer>();
+  } else {
+    return buffer_args<n - 1>(std::move(binding).template Arg<ffi::AnyBuffer>());
+  }
+}
+
 template <class B>
-auto bwd_buffers(B&& binding) {
+auto bwd_results(B&& binding) {
   return std::move(binding)
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
       .template Ret<ffi::AnyBuffer>()
       .template Ret<ffi::AnyBuffer>()
       .template Ret<ffi::AnyBuffer>();
+}
+
+// bwd buffers: q, k, v, dout, lse, delta -> dq, dk, dv (as fwd_buffers).
+template <class B>
+auto bwd_buffers(B&& binding) {
+  return bwd_results(buffer_args<6>(std::move(binding)));
+}
+
+// The backward that forms delta itself (the Hopper RD handler): q, k, v, dout, lse, out, dlse
+// -> dq, dk, dv (as fwd_buffers).
+template <class B>
+auto bwd_rd_buffers(B&& binding) {
+  return bwd_results(buffer_args<7>(std::move(binding)));
 }
 
 // Decode + validate a fwd call into *p and *a.
@@ -69,6 +85,26 @@ inline ffi::Error decode_fwd(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer 
   return ffi::Error::Success();
 }
 
+// What both backward signatures decode: the problem, and *a without delta (a->delta and
+// a->workspace null).
+inline ffi::Error decode_bwd_common(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                                    ffi::AnyBuffer dout, ffi::AnyBuffer lse,
+                                    ffi::Result<ffi::AnyBuffer> dq, ffi::Result<ffi::AnyBuffer> dk,
+                                    ffi::Result<ffi::AnyBuffer> dv, Span64 kernel_size,
+                                    Span64 stride, Span64 dilation, Span64 is_causal, float scale,
+                                    Problem* p, BwdArgs* a) {
+  if (auto e = ffi_decode::decode_problem("bwd", q, k, v, kernel_size, stride, dilation, is_causal,
+                                          scale, p);
+      e.failure())
+    return e;
+  if (auto e = ffi_decode::check_bwd_buffers("bwd", q, k, dout, lse, *dq, *dk, *dv); e.failure())
+    return e;
+  *a = BwdArgs{q.untyped_data(), k.untyped_data(), v.untyped_data(), dout.untyped_data(),
+               static_cast<const float*>(lse.untyped_data()), nullptr,
+               dq->untyped_data(), dk->untyped_data(), dv->untyped_data(), nullptr};
+  return ffi::Error::Success();
+}
+
 // Decode + validate a bwd call into *p and *a (a->workspace = nullptr; the caller may set it).
 inline ffi::Error decode_bwd(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                              ffi::AnyBuffer dout, ffi::AnyBuffer lse, ffi::AnyBuffer delta,
@@ -76,17 +112,35 @@ inline ffi::Error decode_bwd(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer 
                              ffi::Result<ffi::AnyBuffer> dv, Span64 kernel_size, Span64 stride,
                              Span64 dilation, Span64 is_causal, float scale, Problem* p,
                              BwdArgs* a) {
-  if (auto e = ffi_decode::decode_problem("bwd", q, k, v, kernel_size, stride, dilation, is_causal,
-                                          scale, p);
+  if (auto e = decode_bwd_common(q, k, v, dout, lse, dq, dk, dv, kernel_size, stride, dilation,
+                                 is_causal, scale, p, a);
       e.failure())
     return e;
-  if (auto e = ffi_decode::check_bwd_buffers("bwd", q, k, dout, lse, delta, *dq, *dk, *dv);
+  if (auto e = ffi_decode::expect_stats("bwd", "delta", delta, q.dimensions()); e.failure())
+    return e;
+  a->delta = static_cast<const float*>(delta.untyped_data());
+  return ffi::Error::Success();
+}
+
+// Decode + validate a bwd_rd call into *p, *a (as decode_bwd, a->delta null) and *d (d->delta
+// null: the caller sets it).
+inline ffi::Error decode_bwd_rd(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                                ffi::AnyBuffer dout, ffi::AnyBuffer lse, ffi::AnyBuffer out,
+                                ffi::AnyBuffer dlse, ffi::Result<ffi::AnyBuffer> dq,
+                                ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
+                                Span64 kernel_size, Span64 stride, Span64 dilation,
+                                Span64 is_causal, float scale, Problem* p, BwdArgs* a,
+                                DeltaArgs* d) {
+  if (auto e = decode_bwd_common(q, k, v, dout, lse, dq, dk, dv, kernel_size, stride, dilation,
+                                 is_causal, scale, p, a);
       e.failure())
     return e;
-  *a = BwdArgs{q.untyped_data(), k.untyped_data(), v.untyped_data(), dout.untyped_data(),
-               static_cast<const float*>(lse.untyped_data()),
-               static_cast<const float*>(delta.untyped_data()),
-               dq->untyped_data(), dk->untyped_data(), dv->untyped_data(), nullptr};
+  if (auto e = ffi_decode::expect_like("bwd", "out", out, q.element_type(), q.dimensions());
+      e.failure())
+    return e;
+  if (auto e = ffi_decode::expect_stats("bwd", "dlse", dlse, q.dimensions()); e.failure())
+    return e;
+  *d = DeltaArgs{out.untyped_data(), static_cast<const float*>(dlse.untyped_data()), nullptr};
   return ffi::Error::Success();
 }
 

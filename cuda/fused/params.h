@@ -79,6 +79,12 @@ struct KernelParams {
   void* dv;
   unsigned* nonfinite;     // raised by a store of a NaN or an Inf (FwdArgs::nonfinite)
   unsigned* tile_counter;  // the next tile and the CTAs done (FwdArgs::tile_counter), or null
+  // The Hopper backward that forms delta in its dQ kernel (DeltaArgs; else unused): out and
+  // dlse in, delta out (`delta` then points to it too, for the dK/dV kernel). Last, so that the
+  // fields above and the Hopper kernels' TmaMaps parameter keep their offsets.
+  const void* o_in;
+  const float* dlse;
+  float* delta_out;
 };
 
 // A 1-D problem: dims 0 and 1 of extent 1 (the tokens lie along dim 2).

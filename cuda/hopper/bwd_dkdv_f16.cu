@@ -2,4 +2,4 @@
 #include "kernel_bwd_dkdv.h"
 #include "instantiate_bwd.h"
 
-JAX_NA_HOPPER_INSTANTIATE_BWD(launch_bwd_dkdv, BwdDkdvConfig, hopper_bwd_dkdv_kernel, __half, kKey, make_qdo_maps)
+JAX_NA_HOPPER_INSTANTIATE_BWD(launch_bwd_dkdv, BwdDkdvConfig, hopper_bwd_dkdv_kernel, __half, kKey, make_qdo_maps, false)

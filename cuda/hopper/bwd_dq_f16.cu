@@ -2,4 +2,4 @@
 #include "kernel_bwd_dq.h"
 #include "instantiate_bwd.h"
 
-JAX_NA_HOPPER_INSTANTIATE_BWD(launch_bwd_dq, BwdDqConfig, hopper_bwd_dq_kernel, __half, kQuery, make_kv_maps)
+JAX_NA_HOPPER_INSTANTIATE_BWD(launch_bwd_dq, BwdDqConfig, hopper_bwd_dq_kernel, __half, kQuery, make_kv_maps, true)

@@ -1,5 +1,5 @@
-// Shared body of bwd_{dq,dkdv}_{f16,bf16}.cu: the backward launchers for head_dim 32 to 256.
-// Each of those files includes its kernel header, then this one, and invokes
+// Shared body of bwd_{dq,dkdv}[_rd]_{f16,bf16}.cu: the backward launchers for head_dim 32 to
+// 256. Each of those files includes its kernel header, then this one, and invokes
 // JAX_NA_HOPPER_INSTANTIATE_BWD once.
 #pragma once
 
@@ -18,16 +18,16 @@ namespace hopper {
 
 // Plan Cfg's tiles (stationary side S), then launch KERNEL<T, D, true> with the tensor maps of
 // the loaded tiles where make_maps can express them as TMA boxes, else KERNEL<T, D, false>
-// (cp.async gathers). The dQ kernel (query-stationary) reads nothing the dK/dV kernel before it
-// writes: it is a programmatic dependent launch, so its CTAs fill the SMs that dK/dV's last
-// wave leaves, and it waits for dK/dV only before it exits.
-template <typename Cfg, fused::Stationary S, typename Kernel, typename MakeMaps>
+// (cp.async gathers). kDependent: a programmatic dependent launch of the kernel before it. The
+// second kernel of a backward is: the dQ kernel (query-stationary) after dK/dV, since it reads
+// nothing dK/dV writes: its CTAs fill the SMs that dK/dV's last wave leaves, and it waits for
+// dK/dV only before it exits; RD's dK/dV kernel after dQ, whose delta it waits for.
+template <typename Cfg, fused::Stationary S, bool kDependent, typename Kernel, typename MakeMaps>
 cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::KernelParams p,
                              int head_dim, bool bf16, MakeMaps make_maps, cudaStream_t stream) {
   const int64_t ctas = fused::plan_grid<Cfg, S>(p);
   TmaMaps maps{};
   const Kernel kernel = make_maps(p, head_dim, bf16, maps) ? kernel_tma : kernel_gather;
-  constexpr bool kDependent = S == fused::Stationary::kQuery;
   return fused::launch_ctas<kDependent>(kernel, p, ctas, Cfg::kThreads, Cfg::kSmem, stream, maps);
 }
 
@@ -36,8 +36,10 @@ cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::Ker
 
 // Define hopper::LAUNCH<T> (declared in launch.h) for head_dim 32 to 256: CONFIG<T, D> gives the
 // tile configuration, KERNEL<T, D, kTma> the kernel, STATIONARY (kQuery or kKey) the stationary
-// side, MAKE_MAPS the tensor maps of the tiles it loads.
-#define JAX_NA_HOPPER_INSTANTIATE_BWD(LAUNCH, CONFIG, KERNEL, T, STATIONARY, MAKE_MAPS)      \
+// side, MAKE_MAPS the tensor maps of the tiles it loads, DEPENDENT (true or false) whether it is
+// launched dependent on the kernel before it.
+#define JAX_NA_HOPPER_INSTANTIATE_BWD(LAUNCH, CONFIG, KERNEL, T, STATIONARY, MAKE_MAPS,       \
+                                      DEPENDENT)                                             \
   namespace jax_na {                                                                         \
   namespace hopper {                                                                         \
   template <>                                                                                \
@@ -46,8 +48,9 @@ cudaError_t launch_bwd_tiles(Kernel kernel_tma, Kernel kernel_gather, fused::Ker
     constexpr auto S = fused::Stationary::STATIONARY;                                        \
     return fused::dispatch_head_dim_among<32, 64, 128, 256>(head_dim, [&](auto d) {          \
       constexpr int D = decltype(d)::value;                                                  \
-      return launch_bwd_tiles<CONFIG<T, D>, S>(KERNEL<T, D, true>, KERNEL<T, D, false>, p, D, \
-                                               bf16, MAKE_MAPS, stream);                     \
+      return launch_bwd_tiles<CONFIG<T, D>, S, DEPENDENT>(KERNEL<T, D, true>,                 \
+                                                          KERNEL<T, D, false>, p, D, bf16,   \
+                                                          MAKE_MAPS, stream);                \
     });                                                                                      \
   }                                                                                          \
   }                                                                                          \

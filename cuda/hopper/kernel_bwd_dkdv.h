@@ -18,6 +18,8 @@
 //   are refilled (at 128 and 256 its A fragments would not fit the registers there).
 // Two CTAs per SM (three at head_dim 32, one at 256). Epilogue: dK * scale and dV, staged as T,
 // 16-byte stores through a table of the key rows' indices written in the prologue (RowTable).
+// RD (hopper_bwd_dkdv_rd_kernel): launched dependent on the dQ kernel, which writes delta
+// (row_delta.h); every CTA waits for it before its first delta load, or before it exits.
 #pragma once
 
 #include <cmath>
@@ -59,10 +61,10 @@ struct BwdDkdvConfig : BwdTiles<D> {
   static constexpr int kSmem = kBar + 2 * 8 + 1024;         // + alignment slack
 };
 
-// kTma: maps holds the Q and dO tensor maps of the query tiles (tma.h), else it is unused.
-template <typename T, int D, bool kTma>
-__global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T, D>::kMinBlocks)
-    hopper_bwd_dkdv_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
+// The kernels' body. kTma: maps holds the Q and dO tensor maps of the query tiles (tma.h), else
+// it is unused. kRD: delta comes from the dQ kernel, this kernel's primary.
+template <typename T, int D, bool kTma, bool kRD>
+__device__ __forceinline__ void bwd_dkdv(const fused::KernelParams& p, const TmaMaps& maps) {
 #if JAX_NA_WGMMA
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using namespace fused;
@@ -82,7 +84,10 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
   const uint32_t out_cols = Cfg::out_desc(wg);
 
   KeyCta c;
-  if (!setup_key_cta(p, c)) return;
+  if (!setup_key_cta(p, c)) {
+    if constexpr (kRD) wait_for_primary();  // finish after dQ: what follows may read both
+    return;
+  }
   const int kvh = c.cta.head;
   const int n_it = p.group_size * c.n_q;
   Window* tab = reinterpret_cast<Window*>(sm.ptr + Cfg::kTab);
@@ -125,6 +130,7 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
   int load_head = kvh * p.group_size;
   int tb[3];
   q_tile_at(p, c, walk.t, tb);
+  if constexpr (kRD) wait_for_primary();  // delta (load_q reads it) is the dQ kernel's
   if (n_it > 0) load_q(tb, load_head, 0);
   cp_async_commit();
 
@@ -226,6 +232,18 @@ __global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
 #endif
+}
+
+template <typename T, int D, bool kTma>
+__global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T, D>::kMinBlocks)
+    hopper_bwd_dkdv_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
+  bwd_dkdv<T, D, kTma, false>(p, maps);
+}
+
+template <typename T, int D, bool kTma>
+__global__ void __launch_bounds__(BwdDkdvConfig<T, D>::kThreads, BwdDkdvConfig<T, D>::kMinBlocks)
+    hopper_bwd_dkdv_rd_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
+  bwd_dkdv<T, D, kTma, true>(p, maps);
 }
 
 }  // namespace hopper

@@ -17,6 +17,8 @@
 // epilogue's stores). Epilogue: dQ * scale, staged as T, 16-byte stores. Launched dependent on
 // the dK/dV kernel (programmatic dependent launch, which needs nothing that kernel writes):
 // every CTA waits for it before exiting.
+// RD (hopper_bwd_dq_rd_kernel): the kernel forms its rows' delta from dO and out tiles
+// (row_delta.h) and writes it; it runs first, the dK/dV kernel dependent on it (api.cu bwd_rd).
 #pragma once
 
 #include <cmath>
@@ -31,6 +33,7 @@
 #include "../fused/smem_tile.h"
 #include "../fused/softmax.h"
 #include "bwd_loads.h"
+#include "row_delta.h"
 #include "smem_layout.h"
 #include "tma.h"
 #include "warpgroup_gemm.h"
@@ -54,6 +57,7 @@ struct BwdDqConfig : BwdTiles<D> {
   static constexpr int kDO = Tile::kBytes;
   static constexpr int kK = 2 * Tile::kBytes;
   static constexpr int kV = kK + 2 * Tile::kBytes;
+  static constexpr int kO = kV + Tile::kBytes;  // RD: out, in V's second slot
   static constexpr int kTab = kV + 2 * Tile::kBytes;
   static constexpr int kDelta = kTab + fused::kMaxTableEntries * 8;
   static constexpr int kRowIndex = kDelta + kCols * 4;      // the query rows' indices (RowTable)
@@ -61,11 +65,10 @@ struct BwdDqConfig : BwdTiles<D> {
   static constexpr int kSmem = kBar + 2 * 8 + 1024;         // + alignment slack
 };
 
-// kTma: maps holds the K and V tensor maps of the tiles (tma.h), else it is unused.
-template <typename T, int D, bool kTma>
-__global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
-                                  BwdDqConfig<T, D>::template min_blocks<kTma>())
-    hopper_bwd_dq_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
+// The kernels' body. kTma: maps holds the K and V tensor maps of the tiles (tma.h), else it is
+// unused. kRD: delta formed here (row_delta.h), this kernel the primary of the dK/dV kernel.
+template <typename T, int D, bool kTma, bool kRD>
+__device__ __forceinline__ void bwd_dq(const fused::KernelParams& p, const TmaMaps& maps) {
 #if JAX_NA_WGMMA
   launch_dependents();  // the repair launch may get ready (common/pdl.cuh)
   using namespace fused;
@@ -84,7 +87,7 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
 
   QueryCta c;
   if (!setup_query_cta(p, c)) {
-    wait_for_primary();  // launched dependent on dK/dV: finish after it (instantiate_bwd.h)
+    if constexpr (!kRD) wait_for_primary();  // dependent on dK/dV: finish after it
     return;
   }
   const int head = c.cta.head;
@@ -95,8 +98,11 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   const TileRows qr = query_tile_rows(p, c, head);
   auto q_off = [&](int row) { return qr.offset(p.ts.qlog, row, kRowBytes); };
   {
-    const char* src[2] = {static_cast<const char*>(p.q), static_cast<const char*>(p.dout)};
-    const uint32_t dst[2] = {sQ, sdO};
+    // Q and dO; RD: out too (row_delta.h), in V's second slot (free until tile 1).
+    const char* src[kRD ? 3 : 2] = {static_cast<const char*>(p.q),
+                                    static_cast<const char*>(p.dout)};
+    uint32_t dst[kRD ? 3 : 2] = {sQ, sdO};
+    if constexpr (kRD) src[2] = static_cast<const char*>(p.o_in), dst[2] = sQ + Cfg::kO;
     load_rows_async<64, D, NTH, Tile>(src, dst, q_off, tid);
   }
   cp_async_commit();
@@ -133,7 +139,13 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   WarpTileTest wt;
   query_rows(p, c, tab, warp, lane, rp, wt);
   float lse2[2], dl[2];
-  row_stats(p, [&](int row) { return rows[row]; }, row0, lane, lse2, dl);
+  if constexpr (kRD) {
+    cp_async_wait<1>();  // Q, dO and out (the first K/V tile may still be on its way)
+    __syncthreads();
+    row_lse_delta<T, D, Tile>(p, rows, sdO, sQ + Cfg::kO, row0, lane, lse2, dl);
+  } else {
+    row_stats(p, [&](int row) { return rows[row]; }, row0, lane, lse2, dl);
+  }
   const uint64_t dq_desc = Tile::k_major(sQ), ddo_desc = Tile::k_major(sdO);
 
   float dq[DO / 8][4];  // set by the first tile's dQ MMA
@@ -193,10 +205,25 @@ __global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
   __syncthreads();
   store_rows<T, 64, D, NTH>(static_cast<char*>(p.dq), sQ, RowTable{rows, kRowBytes}, tid,
                             p.nonfinite);
-  wait_for_primary();  // the grid ends after dK/dV's: what follows on the stream may read both
+  // The grid ends after dK/dV's: what follows on the stream may read both.
+  if constexpr (!kRD) wait_for_primary();
 #else
   __trap();  // built for sm_90a only; the host side never launches it elsewhere
 #endif
+}
+
+template <typename T, int D, bool kTma>
+__global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
+                                  BwdDqConfig<T, D>::template min_blocks<kTma>())
+    hopper_bwd_dq_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
+  bwd_dq<T, D, kTma, false>(p, maps);
+}
+
+template <typename T, int D, bool kTma>
+__global__ void __launch_bounds__(BwdDqConfig<T, D>::kThreads,
+                                  BwdDqConfig<T, D>::template min_blocks<kTma>())
+    hopper_bwd_dq_rd_kernel(const fused::KernelParams p, const __grid_constant__ TmaMaps maps) {
+  bwd_dq<T, D, kTma, true>(p, maps);
 }
 
 }  // namespace hopper

@@ -11,8 +11,11 @@
 //        -o fused_check
 // or run cuda/fused/test/run_device.sh (builds it when no prebuilt binary runs).
 // Run: ./fused_check [--no-bench] [--no-check] [--only CASE] [--bench PROBLEM] [--reps N] [--throughput]
-//      [--handler] [--profile] [--hopper] [--no-box]  (--profile: one forward + backward per selected problem,
-//      for ncu; --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in;
+//      [--handler] [--profile] [--hopper] [--rd] [--no-box]  (--profile: one forward + backward per selected
+//      problem, for ncu; --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in;
+//      --rd: as --hopper, with the Hopper backward that forms delta in its dQ kernel (hopper::bwd_rd)
+//      wherever the family runs, and a check of the delta it wrote (the bench lines say whether
+//      cuda/hopper/rd_rule.h picks it for the problem);
 //      --handler: time what an FFI handler launches per call: arm, the kernels, the repair launch,
 //      cuda/repair/*.cu linked in; --cold: evict L2 before each timed launch, as a benchmark that
 //      rotates its inputs sees them; not with --throughput; --no-box: the tiled kernels only, not
@@ -32,6 +35,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../../hopper/rd_rule.h"
 #include "../../repair/repair.h"
 #include "../kernel_fwd.h"
 #include "../launch.h"
@@ -71,14 +75,31 @@ cudaError_t hopper_or_fused_fwd(const Problem& p, const FwdArgs& a, cudaStream_t
   return e == cudaErrorNotSupported ? fused_fwd(p, a, s) : e;
 }
 
-cudaError_t hopper_or_fused_bwd(const Problem& p, const BwdArgs& a, cudaStream_t s) {
+// The backwards take delta's inputs too (DeltaArgs); only --rd's reads them.
+cudaError_t fused_bwd(const Problem& p, const BwdArgs& a, const DeltaArgs&, cudaStream_t s) {
+  return fused::bwd(p, a, s);
+}
+
+cudaError_t hopper_or_fused_bwd(const Problem& p, const BwdArgs& a, const DeltaArgs&,
+                                cudaStream_t s) {
   const cudaError_t e = hopper::bwd(p, a, s);
   return e == cudaErrorNotSupported ? fused::bwd(p, a, s) : e;
 }
 
+bool g_rd_ran = false;  // the last backward was hopper::bwd_rd: check the delta it wrote
+
+// --rd: the Hopper backward that forms delta in its dQ kernel (from d.out and d.dlse into
+// d.delta) where the family runs, whatever rd_rule.h says; else the fused one (a.delta).
+cudaError_t hopper_rd_or_fused_bwd(const Problem& p, const BwdArgs& a, const DeltaArgs& d,
+                                   cudaStream_t s) {
+  const cudaError_t e = hopper::bwd_rd(p, a, d, s);
+  g_rd_ran = e != cudaErrorNotSupported;
+  return g_rd_ran ? e : fused::bwd(p, a, s);
+}
+
 // The forward and backward under test.
 cudaError_t (*g_fwd)(const Problem&, const FwdArgs&, cudaStream_t) = fused_fwd;
-cudaError_t (*g_bwd)(const Problem&, const BwdArgs&, cudaStream_t) = fused::bwd;
+cudaError_t (*g_bwd)(const Problem&, const BwdArgs&, const DeltaArgs&, cudaStream_t) = fused_bwd;
 
 // The kernels' non-finite flag (FwdArgs::nonfinite), then FwdArgs::tile_counter: three device
 // words, zeroed by each call here (the kernels leave the counter zero).
@@ -387,7 +408,7 @@ void run_case(const Case& cs) {
   std::vector<float> hq = randn(nq), hk = randn(nkv), hv = randn(nkv), hdo = randn(nq);
   DBuf q(nq, cs.dt), k(nkv, cs.dt), v(nkv, cs.dt), dout(nq, cs.dt), out(nq, cs.dt), dq(nq, cs.dt),
       dk(nkv, cs.dt), dv(nkv, cs.dt), lse(nrow, DType::kF32), lse_in(nrow, DType::kF32),
-      delta(nrow, DType::kF32);
+      delta(nrow, DType::kF32), dlse(nrow, DType::kF32), delta_rd(nrow, DType::kF32);
   q.upload(hq), k.upload(hk), v.upload(hv), dout.upload(hdo);
   out.poison(), lse.poison();
   unsigned* const flag = nonfinite_flag();
@@ -402,28 +423,39 @@ void run_case(const Case& cs) {
   int64_t lbad = 0;
   const double el = max_abs(lse.download(), rlse, lbad);
 
-  // Backward inputs: the reference lse, delta = rowsum(dout * out_ref) - dlse (random dlse).
-  std::vector<float> hl(nrow), hd(nrow);
+  // Backward inputs: the reference lse, a random dlse, delta = rowsum(dout * out_ref) - dlse
+  // (--rd: delta_rd, formed by the kernels from the forward's out, is checked against it).
+  std::vector<float> hl(nrow), hd(nrow), hdl(nrow);
   std::normal_distribution<float> nd(0.f, 0.3f);
   for (int64_t r = 0; r < nrow; ++r) {
     hl[r] = float(rlse[r]);
     double acc = 0;
     for (int e = 0; e < cs.D; ++e) acc += double(hdo[r * cs.D + e]) * rout[r * cs.D + e];
-    hd[r] = float(acc) - nd(g_rng);
+    hdl[r] = nd(g_rng);
+    hd[r] = float(acc) - hdl[r];
   }
-  lse_in.upload(hl), delta.upload(hd);
-  dq.poison(), dk.poison(), dv.poison();
+  lse_in.upload(hl), delta.upload(hd), dlse.upload(hdl);
+  dq.poison(), dk.poison(), dv.poison(), delta_rd.poison();
   const size_t ws = fused::bwd_workspace_bytes(p);
   void* wsp = nullptr;
   if (ws) CK(cudaMalloc(&wsp, ws));
   BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse_in.p), static_cast<float*>(delta.p),
              dq.p, dk.p, dv.p, wsp, fa.nonfinite};
-  CK(g_bwd(p, ba, 0));
+  const DeltaArgs da{out.p, static_cast<float*>(dlse.p), static_cast<float*>(delta_rd.p)};
+  g_rd_ran = false;
+  CK(g_bwd(p, ba, da, 0));
   CK(cudaDeviceSynchronize());
   const std::vector<float> gq = dq.download(), gk = dk.download(), gv = dv.download();
+  double ed = 0;  // the RD delta's largest error, relative to 1 + |delta|
+  if (g_rd_ran) {
+    const std::vector<float> gd = delta_rd.download();
+    for (int64_t r = 0; r < nrow; ++r)
+      ed = std::max(ed, std::isfinite(gd[r]) ? std::fabs(double(gd[r]) - hd[r]) / (1.0 + std::fabs(hd[r]))
+                                             : INFINITY);
+  }
   // Determinism: a second run must match bit for bit.
   dq.poison(), dk.poison(), dv.poison();
-  CK(g_bwd(p, ba, 0));
+  CK(g_bwd(p, ba, da, 0));
   CK(cudaDeviceSynchronize());
   const bool det = gq == dq.download() && gk == dk.download() && gv == dv.download();
   const bool flagged = read_flag(fa.nonfinite) != 0;  // finite inputs must never raise it
@@ -434,7 +466,7 @@ void run_case(const Case& cs) {
   const Tol t = tol_of(cs.dt);
   const bool ok = eo.bad == 0 && lbad == 0 && eq.bad == 0 && ek.bad == 0 && ev.bad == 0 &&
                   eo.rel <= t.out && el <= t.lse && eq.rel <= t.grad && ek.rel <= t.grad &&
-                  ev.rel <= t.grad && det && !flagged;
+                  ev.rel <= t.grad && ed <= t.grad && det && !flagged;
   if (!ok) ++g_failed;
   if (cs.dt == DType::kBF16) {
     for (const Variant& var : kVariants) {
@@ -451,8 +483,10 @@ void run_case(const Case& cs) {
              (long long)vo.bad, (long long)vb, vok ? "ok" : "FAIL");
     }
   }
-  printf("%-34s %-4s D=%-3d out %.1e lse %.1e dq %.1e dk %.1e dv %.1e nonfinite %lld/%lld/%lld/%lld/%lld det %s%s  %s\n",
-         cs.name.c_str(), dtname(cs.dt), cs.D, eo.rel, el, eq.rel, ek.rel, ev.rel,
+  char rd[32] = "";
+  if (g_rd_ran) snprintf(rd, sizeof(rd), " rd delta %.1e", ed);
+  printf("%-34s %-4s D=%-3d out %.1e lse %.1e dq %.1e dk %.1e dv %.1e%s nonfinite %lld/%lld/%lld/%lld/%lld det %s%s  %s\n",
+         cs.name.c_str(), dtname(cs.dt), cs.D, eo.rel, el, eq.rel, ek.rel, ev.rel, rd,
          (long long)eo.bad, (long long)lbad, (long long)eq.bad, (long long)ek.bad,
          (long long)ev.bad, det ? "yes" : "NO", flagged ? " FLAG RAISED" : "", ok ? "ok" : "FAIL");
   fflush(stdout);
@@ -504,10 +538,10 @@ cudaError_t timed_fwd(const Problem& p, const FwdArgs& a) {
   return g_fwd(p, a, g_stream);  // arm and repair, where the handler adds them, are fused_fwd's
 }
 
-cudaError_t timed_bwd(const Problem& p, const BwdArgs& a) {
-  if (!g_handler) return g_bwd(p, a, g_stream);
+cudaError_t timed_bwd(const Problem& p, const BwdArgs& a, const DeltaArgs& d) {
+  if (!g_handler) return g_bwd(p, a, d, g_stream);
   if (cudaError_t e = repair::arm(a.nonfinite, g_stream); e != cudaSuccess) return e;
-  if (cudaError_t e = g_bwd(p, a, g_stream); e != cudaSuccess) return e;
+  if (cudaError_t e = g_bwd(p, a, d, g_stream); e != cudaSuccess) return e;
   return repair::bwd(p, a, g_stream);
 }
 
@@ -568,14 +602,27 @@ void bench(const Case& cs, bool do_bwd, int reps) {
   out.poison(), lse.poison();
   unsigned* const flag = nonfinite_flag();
   FwdArgs fa{q.p, k.p, v.p, out.p, static_cast<float*>(lse.p), flag, flag + 1};
+  // The backward's buffers (delta and dlse zero; --rd writes delta itself).
+  struct BwdBufs {
+    DBuf dout, dq, dk, dv, delta, dlse;
+    BwdArgs a;
+    DeltaArgs d;
+    BwdBufs(int64_t nq, int64_t nkv, int64_t nrow, DType t, const DBuf& q, const DBuf& k,
+            const DBuf& v, const DBuf& out, const DBuf& lse, unsigned* nonfinite)
+        : dout(nq, t), dq(nq, t), dk(nkv, t), dv(nkv, t), delta(nrow, DType::kF32),
+          dlse(nrow, DType::kF32) {
+      fill(dout, 4);
+      CK(cudaMemset(delta.p, 0, nrow * 4));
+      CK(cudaMemset(dlse.p, 0, nrow * 4));
+      a = BwdArgs{q.p, k.p, v.p, dout.p, static_cast<float*>(lse.p), static_cast<float*>(delta.p),
+                  dq.p, dk.p, dv.p, nullptr, nonfinite};
+      d = DeltaArgs{out.p, static_cast<float*>(dlse.p), static_cast<float*>(delta.p)};
+    }
+  };
   if (g_profile) {
-    DBuf dout(nq, cs.dt), dq(nq, cs.dt), dk(nkv, cs.dt), dv(nkv, cs.dt), delta(nrow, DType::kF32);
-    fill(dout, 4);
-    CK(cudaMemset(delta.p, 0, nrow * 4));
     CK(g_fwd(p, fa, 0));
-    BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse.p), static_cast<float*>(delta.p),
-               dq.p, dk.p, dv.p, nullptr, fa.nonfinite};
-    CK(g_bwd(p, ba, 0));
+    BwdBufs b(nq, nkv, nrow, cs.dt, q, k, v, out, lse, fa.nonfinite);
+    CK(g_bwd(p, b.a, b.d, 0));
     CK(cudaDeviceSynchronize());
     printf("profiled %s\n", cs.name.c_str());
     return;
@@ -616,19 +663,16 @@ void bench(const Case& cs, bool do_bwd, int reps) {
   }
   double b_ms = 0;
   if (do_bwd) {
-    DBuf dout(nq, cs.dt), dq(nq, cs.dt), dk(nkv, cs.dt), dv(nkv, cs.dt), delta(nrow, DType::kF32);
-    fill(dout, 4);
-    CK(cudaMemset(delta.p, 0, nrow * 4));
-    BwdArgs ba{q.p, k.p, v.p, dout.p, static_cast<float*>(lse.p), static_cast<float*>(delta.p),
-               dq.p, dk.p, dv.p, nullptr, fa.nonfinite};
-    b_ms = time_ms([&] { CK(timed_bwd(p, ba)); }, std::max(3, reps / 2));
+    BwdBufs b(nq, nkv, nrow, cs.dt, q, k, v, out, lse, fa.nonfinite);
+    b_ms = time_ms([&] { CK(timed_bwd(p, b.a, b.d)); }, std::max(3, reps / 2));
     CK(cudaDeviceSynchronize());
   }
   g_bench.push_back({cs.name, f_ms, b_ms, flops / f_ms * 1e-9,
                      do_bwd ? 3.5 * flops / (f_ms + b_ms) * 1e-9 : 0.0, chk});
-  printf("bench %-28s fwd %9.3f ms (%6.1f TF/s)  bwd %9.3f ms  fwd+bwd %9.3f ms (%6.1f TF/s)  check %.1e\n",
+  printf("bench %-28s fwd %9.3f ms (%6.1f TF/s)  bwd %9.3f ms  fwd+bwd %9.3f ms (%6.1f TF/s)  check %.1e%s\n",
          cs.name.c_str(), f_ms, flops / f_ms * 1e-9, b_ms, f_ms + b_ms,
-         do_bwd ? 3.5 * flops / (f_ms + b_ms) * 1e-9 : 0.0, chk);
+         do_bwd ? 3.5 * flops / (f_ms + b_ms) * 1e-9 : 0.0, chk,
+         g_bwd != hopper_rd_or_fused_bwd ? "" : hopper::rd_pays(p) ? "  rd_rule: yes" : "  rd_rule: no");
   fflush(stdout);
 }
 
@@ -662,6 +706,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--handler")) g_handler = true;
     if (!strcmp(argv[i], "--cold")) g_cold = true;
     if (!strcmp(argv[i], "--hopper")) g_fwd = hopper_or_fused_fwd, g_bwd = hopper_or_fused_bwd;
+    if (!strcmp(argv[i], "--rd")) g_fwd = hopper_or_fused_fwd, g_bwd = hopper_rd_or_fused_bwd;
     // The tiled kernels only (resident_box.h): A/B runs, and their checks on small windows.
     if (!strcmp(argv[i], "--no-box")) setenv("JAX_NA_FUSED_RESIDENT_BOX", "0", 1);
   }

@@ -1,0 +1,34 @@
+// Where the Hopper backward pays for forming delta in its dQ kernel (RD, row_delta.h) instead of
+// taking XLA's reduction rowsum(dout * out) - dlse: the one rule, which jax_na's lowering reads
+// through the extension (hopper_rd_pays, cuda/bindings.cc) to pick the RD handler, and
+// fused_check prints. Plain C++: the extension's host code includes it with or without CUDA.
+//
+// Measured (H100, session 15, NOTES.md): on V1 (2-D 56x56, kernel 7x7, head_dim 32, bf16: many
+// short rows, where XLA's reduction costs 39 µs of a 781 µs training step) RD gains 15 µs
+// through JAX; it loses at kernel level on V2 (V1 with dilation 8: +65 µs) and A1 (1-D, kernel
+// 2048, head_dim 128: +26 µs), more than the reduction costs there.
+#pragma once
+
+#include <cstdint>
+
+#include "../common/problem.h"
+
+namespace jax_na {
+namespace hopper {
+
+// The largest window (product of the kernel sizes) RD is used for: V1's 49 and 9x9.
+constexpr int64_t kRdMaxWindow = 81;
+
+// head_dim 32, no dilation, no stride, a window of at most kRdMaxWindow keys.
+inline bool rd_pays(const Problem& p) {
+  if (p.head_dim != 32) return false;
+  int64_t window = 1;
+  for (const DimParams& d : p.dim) {
+    if (d.dilation != 1 || d.stride != 1) return false;
+    window *= d.kernel;
+  }
+  return window <= kRdMaxWindow;
+}
+
+}  // namespace hopper
+}  // namespace jax_na
