@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "../common/problem.h"
 
@@ -20,7 +21,10 @@ namespace hopper {
 constexpr int64_t kRdMaxWindow = 81;
 
 // head_dim 32, no dilation, no stride, a window of at most kRdMaxWindow keys.
+// JAX_NA_HOPPER_RD=0 says no everywhere (A/B runs), as JAX_NA_FUSED_RESIDENT_BOX=0 does for the
+// box kernels.
 inline bool rd_pays(const Problem& p) {
+  if (const char* s = std::getenv("JAX_NA_HOPPER_RD"); s && s[0] == '0') return false;
   if (p.head_dim != 32) return false;
   int64_t window = 1;
   for (const DimParams& d : p.dim) {
