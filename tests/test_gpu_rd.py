@@ -116,9 +116,11 @@ def _inputs(name, p):
 
 
 def _bwd_targets(p, backend, dtype=P.BF16):
-    """The jax_na backward targets the gradient of P.loss_fn lowers to."""
+    """The jax_na backward targets the gradient of P.loss_fn compiles to (the compiled module:
+    the primitives are bound inside custom_partitioning, lowered when XLA partitions)."""
     x = _inputs("lowering", p)
-    text = jax.jit(P._grad_fn(p, backend)).lower(*x.arrays(dtype), P.put(x.dout), P.put(x.dlse)).as_text()
+    lowered = jax.jit(P._grad_fn(p, backend)).lower(*x.arrays(dtype), P.put(x.dout), P.put(x.dlse))
+    text = lowered.compile().as_text()
     return {t for t in (RD, OLD) if f'custom_call_target="{t}"' in text}
 
 
