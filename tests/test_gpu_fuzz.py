@@ -81,6 +81,8 @@ NONFINITE_CASES = {  # name: (problem, dtype)
     "1d-d128": (P.problem((300,), 33, heads=2, heads_kv=1, head_dim=128), P.BF16),
     "2d-dil": (P.problem((19, 23), (5, 7), dilation=(2, 1), heads=2, heads_kv=1, head_dim=64), P.BF16),
     "2d-f32": (P.problem((11, 13), 5, stride=(1, 2), heads=2, heads_kv=2, head_dim=32), P.F32),
+    # cuda-hopper's RD backward (delta formed in its dQ kernel: cuda/hopper/rd_rule.h)
+    "2d-rd": (P.problem((13, 11), 5, heads=2, heads_kv=1, head_dim=32), P.BF16),
     "3d": (P.problem((6, 7, 9), 3, is_causal=(False, True, False), heads=2, heads_kv=2,
                      head_dim=64), P.BF16),
 }

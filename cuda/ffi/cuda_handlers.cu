@@ -300,6 +300,7 @@ ffi::Error BwdCudaHopperRd(cudaStream_t stream, ffi::ScratchAllocator scratch, f
         e.failure())
       return ffi_decode::with_target(target, e);
     d.delta = static_cast<float*>(delta->untyped_data());
+    a.delta = d.delta;  // the repair launch after the kernels reads the delta dQ wrote
     return run_bwd<hopper_ops>(target, stream, scratch, p, a, flag,
                                [&](const Problem& pr, const BwdArgs& ba, cudaStream_t s) {
                                  return hopper::bwd_rd(pr, ba, d, s);
