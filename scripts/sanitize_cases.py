@@ -82,6 +82,10 @@ CASES = (
       256, "bfloat16", quick=True),
     C("1d-nan-value-repair", (150,), dict(kernel_size=17, stride=2, is_causal=True), 4, 2, 64,
       "bfloat16", quick=True, nan_value=True),
+    # cuda-hopper's RD backward (delta formed in the dQ kernel; cuda/hopper/rd_rule.h), with a NaN
+    # so that its repair launch runs too.
+    C("2d-rd-nan-value", (13, 11), dict(kernel_size=5), 2, 1, 32, "bfloat16", quick=True,
+      nan_value=True),
 )
 # racecheck: tiny problems, one per code path with shared memory (tensor-core 2-D and 1-D, head
 # dim 256 (two warpgroups per CTA in cuda-hopper's backward), the naive family's per-warp
@@ -96,6 +100,7 @@ RACE_CASES = (
     C("race-1d-f16-d128", (40,), dict(kernel_size=7, stride=2, is_causal=True), 2, 2, 128, "float16"),
     C("race-2d-bf16-d256", (9, 10), dict(kernel_size=(3, 5)), 2, 1, 256, "bfloat16"),
     C("race-1d-f32-d33", (12,), dict(kernel_size=3), 2, 1, 33, "float32", naive_only=True),
+    C("race-2d-rd", (9, 10), dict(kernel_size=(3, 5)), 2, 1, 32, "bfloat16"),  # RD's out tile
 )
 
 
