@@ -28,8 +28,9 @@ JAX_NA_DECLARE_FAMILY(hopper)  // sm_90a wgmma forward and backward
 
 namespace hopper {
 // RD: the backward with delta = rowsum(dout * out) - dlse formed by its dQ kernel from d.out and
-// d.dlse into d.delta (a.delta unused), which its dK/dV kernel reads after it
-// (cuda/hopper/row_delta.h). Where it pays: cuda/hopper/rd_rule.h.
+// d.dlse into d.delta, which its dK/dV kernel reads after it (cuda/hopper/row_delta.h); the
+// handler passes the same buffer as a.delta to the repair launch after both. Where it pays:
+// cuda/hopper/rd_rule.h.
 cudaError_t bwd_rd(const Problem& p, const BwdArgs& a, const DeltaArgs& d, cudaStream_t stream);
 }  // namespace hopper
 
