@@ -85,9 +85,12 @@ NA_HD bool tile_fully_inside(int p_begin, int p_end, int kp_begin, int kp_end, i
 // Every window holds its own query and at most k positions (1 <= s <= k <= Lg: na-semantics.md),
 // so end(p) lies in (p, p + k] and start(p) in [p - k + 1, p]: the first search needs only
 // p in [kp_begin - k + 1, kp_begin], the second p in [kp_end, kp_end + k - 1] (binary searches
-// over k positions, not Lg: the dK/dV kernels run them in every CTA's prologue).
+// over k positions, not Lg: the dK/dV kernels run them in every CTA's prologue). At stride 1
+// the windows have closed forms (start(p) = clamp(p - k/2, 0, Lg - k), causal max(p - k + 1, 0);
+// end = start + k, causal p + 1), and so has the interval: the searches start at their answer.
 NA_HD Window key_tile_query_range(int kp_begin, int kp_end, int Lg, int k, int s, bool causal) {
   int lo = na_max(kp_begin - k + 1, 0), hi = kp_begin;  // first p with window end > kp_begin
+  if (s == 1) lo = hi = causal ? kp_begin : (kp_begin < k ? 0 : kp_begin - k + k / 2 + 1);
   while (lo < hi) {
     const int mid = (lo + hi) / 2;
     if (window_positions(mid, Lg, k, s, causal).end > kp_begin) hi = mid; else lo = mid + 1;
@@ -95,6 +98,7 @@ NA_HD Window key_tile_query_range(int kp_begin, int kp_end, int Lg, int k, int s
   const int begin = lo;
   lo = kp_end;
   hi = na_min(kp_end + k - 1, Lg);  // first p with window start >= kp_end (Lg: none)
+  if (s == 1) lo = hi = causal ? hi : (kp_end > Lg - k ? Lg : kp_end + k / 2);
   while (lo < hi) {
     const int mid = (lo + hi) / 2;
     if (window_positions(mid, Lg, k, s, causal).start >= kp_end) hi = mid; else lo = mid + 1;
