@@ -28,18 +28,21 @@ from .test_gpu import _check
 
 RD, OLD = _native.HOPPER_RD_TARGET, _native.target_name("bwd", "cuda-hopper")
 C = P.problem
-# RD problems (the rule picks them: head_dim 32, no dilation or stride, window <= 81).
+# RD problems (the rule picks them: 2-D, head_dim 32, no dilation or stride, window <= 81).
 RD_CASES = {
     "2d-v1-like": C((56, 56), 7, batch=2, heads=2, head_dim=32),
     "2d-causal-gqa": C((21, 19), (5, 9), is_causal=(True, False), heads=4, heads_kv=2, head_dim=32),
-    "3d-odd-extents": C((6, 7, 9), 3, head_dim=32),
+    "2d-odd-extents": C((13, 17), (3, 5), heads=2, head_dim=32),
 }
-# Problems the rule leaves on XLA's delta: V1 with dilation, a larger window, head_dim 64, stride.
+# Problems the rule leaves on XLA's delta: V1 with dilation, a larger window, head_dim 64, stride,
+# 3-D and 1-D.
 OLD_CASES = {
     "2d-dilation": C((56, 56), 7, dilation=8, head_dim=32),
     "2d-window-121": C((30, 30), 11, head_dim=32),
     "2d-head-dim-64": C((20, 20), 7, head_dim=64),
     "2d-stride": C((20, 20), 7, stride=2, head_dim=32),
+    "3d": C((6, 7, 9), 3, head_dim=32),
+    "1d": C((300,), 9, head_dim=32),
 }
 
 
@@ -52,7 +55,7 @@ def _pays(q_shape, heads_kv, kernel_size, stride=None, dilation=None, is_causal=
 
 @pytest.mark.skipif(_native._ext is None, reason="the native extension did not import")
 def test_rule():
-    """The rule: head_dim 32, no dilation, no stride, at most 81 keys a window."""
+    """The rule: 2-D, head_dim 32, no dilation, no stride, at most 81 keys a window."""
     v1 = (128, 56, 56, 2, 32)
     assert _pays(v1, 2, (7, 7))
     assert not _pays(v1, 2, (7, 7), dilation=(8, 8))  # V2
@@ -60,8 +63,9 @@ def test_rule():
     assert not _pays((1, 56, 56, 2, 64), 2, (7, 7))
     assert not _pays(v1, 2, (7, 7), stride=(1, 2))
     assert _pays(v1, 2, (9, 9)) and not _pays(v1, 2, (9, 10))
-    assert _pays((2, 9, 10, 11, 4, 32), 2, (3, 3, 3), is_causal=(1, 0, 0))
-    assert _pays((1, 500, 4, 32), 4, (81,)) and not _pays((1, 500, 4, 32), 4, (82,))
+    assert _pays((2, 9, 10, 4, 32), 2, (3, 5), is_causal=(1, 0))
+    assert not _pays((2, 9, 10, 11, 4, 32), 2, (3, 3, 3))  # 3-D: measured a loss
+    assert not _pays((1, 500, 4, 32), 4, (9,))  # 1-D: not measured
     with pytest.raises(ValueError, match="one kernel size, stride, dilation, causal flag"):
         _pays(v1, 2, (7,))
 
