@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(128, DqConfig<T, D>::kMinBlocks)
   WarpTileTest wt;
   query_rows(p, c, tab, warp, lane, rp, wt);
   float lse2[2], dl[2];
-  row_stats(p, [&](int row) { return rows[row]; }, 16 * warp, lane, lse2, dl);
+  row_stats(p, rows, 16 * warp, lane, lse2, dl);
 
   float dq[ND][4];
 #pragma unroll

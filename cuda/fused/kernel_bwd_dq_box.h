@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(128, DqBoxConfig<T, D>::kMinBlocks)
   WarpBoxWalk walk(wt, p.ts.klog);
   if (walk.n > 0) {
     float lse2[2], dl[2];
-    row_stats(p, [&](int row) { return row_ids[row]; }, 16 * warp, lane, lse2, dl);
+    row_stats(p, row_ids, 16 * warp, lane, lse2, dl);
     uint32_t qf[D / 16][4], df[D / 16][4];
     lds_a_all<D>(qf, q.sq, 16 * warp, lane);
     lds_a_all<D>(df, sdO, 16 * warp, lane);

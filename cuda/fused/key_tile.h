@@ -56,6 +56,8 @@ __device__ __forceinline__ bool setup_key_cta(const KernelParams& p, KeyCta& c) 
 }
 #endif
 
+// Row index of key tile row `row`, or -1 past the group's end: the definition; the kernels use
+// key_tile_rows (below), which tiling_check checks against it.
 FUSED_HD int64_t own_key_row_index(const KernelParams& p, const KeyCta& c, int row) {
   int t[3], x[3];
   split_row(row, p.ts.klog, t);

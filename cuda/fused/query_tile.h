@@ -72,7 +72,7 @@ FUSED_HD int64_t query_row_index(const KernelParams& p, const QueryCta& c, int r
 // query_row_index of every row of the CTA's tile, from one RowMap (TileRows).
 FUSED_HD TileRows query_tile_rows(const KernelParams& p, const QueryCta& c, int head) {
   return TileRows{row_map(p, c.cta.b, c.cta.grp, c.qb, head, p.heads),
-                       {c.qe[0] - c.qb[0], c.qe[1] - c.qb[1], c.qe[2] - c.qb[2]}};
+                  {c.qe[0] - c.qb[0], c.qe[1] - c.qb[1], c.qe[2] - c.qb[2]}};
 }
 
 // First key position of the key/value tile at walk position t.
@@ -212,22 +212,16 @@ FUSED_HD void query_warp_test(const KernelParams& p, const QueryCta& c, const Wi
 }
 
 // The backward's per-row inputs of the thread's rows row0 + g, row0 + g + 8 (g = lane / 4):
-// lse * log2(e) and delta; 0 past the group's end. index(row): the tile row's index in the
-// (token, head) rows, negative past the group's end (query_row_index, or a table of them).
-template <typename RowIndex>
-FUSED_HD void row_stats(const KernelParams& p, RowIndex index, int row0, int lane,
+// lse * log2(e) and delta; 0 past the group's end. rows: the CTA's table of its tile rows'
+// indices in the (token, head) rows, negative past the group's end.
+FUSED_HD void row_stats(const KernelParams& p, const int64_t* rows, int row0, int lane,
                         float (&lse2)[2], float (&dl)[2]) {
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
-    const int64_t r = index(row0 + (lane >> 2) + 8 * rr);
+    const int64_t r = rows[row0 + (lane >> 2) + 8 * rr];
     lse2[rr] = r >= 0 ? p.lse_in[r] * kLog2e : 0.f;
     dl[rr] = r >= 0 ? p.delta[r] : 0.f;
   }
-}
-// row_stats of query head `head`.
-FUSED_HD void query_row_stats(const KernelParams& p, const QueryCta& c, int row0, int lane,
-                              int head, float (&lse2)[2], float (&dl)[2]) {
-  row_stats(p, [&](int row) { return query_row_index(p, c, row, head); }, row0, lane, lse2, dl);
 }
 
 // 16-row warps: the thread's rows 16w + g, 16w + g + 8 and the warp's test.

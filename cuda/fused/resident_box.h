@@ -199,10 +199,12 @@ struct QueryBoxCta {
 #pragma unroll
     for (int t = 0; t < NQ; ++t) qdst[t] = sq + t * SmemTile<D>::bytes(64);
     const TileRows qr = query_tile_rows(p, c, head);
-    load_rows_async<64, D, 128>(qsrc, qdst, [&](int row) { return qr.offset(p.ts.qlog, row, SmemTile<D>::kRowBytes); }, tid);
+    auto q_off = [&](int row) { return qr.offset(p.ts.qlog, row, SmemTile<D>::kRowBytes); };
+    load_rows_async<64, D, 128>(qsrc, qdst, q_off, tid);
     const char* kv[2] = {static_cast<const char*>(p.k), static_cast<const char*>(p.v)};
     const uint32_t kvdst[2] = {sk, sv};
-    load_box_async<D, 128>(kv, kvdst, bx, row_map(p, c.cta.b, c.cta.grp, bx.b, kvh, p.heads_kv), tid);
+    load_box_async<D, 128>(kv, kvdst, bx, row_map(p, c.cta.b, c.cta.grp, bx.b, kvh, p.heads_kv),
+                           tid);
     cp_async_commit();
     Window* tab = reinterpret_cast<Window*>(smem);
     for (int e = tid; e < table_entries(p.ts.qlog); e += 128) tab[e] = query_window_entry(p, c, e);

@@ -144,7 +144,7 @@ __device__ __forceinline__ void bwd_dq(const fused::KernelParams& p, const TmaMa
     __syncthreads();
     row_lse_delta<T, D, Tile>(p, rows, sdO, sQ + Cfg::kO, row0, lane, lse2, dl);
   } else {
-    row_stats(p, [&](int row) { return rows[row]; }, row0, lane, lse2, dl);
+    row_stats(p, rows, row0, lane, lse2, dl);
   }
   const uint64_t dq_desc = Tile::k_major(sQ), ddo_desc = Tile::k_major(sdO);
 
