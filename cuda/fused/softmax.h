@@ -63,7 +63,9 @@ struct OnlineSoftmax {
   // one grew by more than kLazyMax, so after the first tiles alpha is 1 and rescale() is skipped.
   // The probabilities are then relative to a max at most 2^kLazyMax below the true one (P <=
   // 256) and finish() divides by sums taken against the same max: exact, lse unchanged.
+  // kExact: update the maxima whenever a row's grew (after scores_at_max turned a tile down).
   static constexpr float kLazyMax = 8.f;  // log2 units
+  template <bool kExact = false>
   __device__ __forceinline__ void scores(float (&s)[NT][4], float scale_log2, float (&alpha)[2]) {
     float mx[2];
 #pragma unroll
@@ -73,7 +75,8 @@ struct OnlineSoftmax {
       mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2)) * scale_log2;
     }
     // A row with nothing seen yet (m = -inf) grows on its first finite score.
-    const bool update = __any_sync(0xffffffffu, mx[0] > m[0] + kLazyMax || mx[1] > m[1] + kLazyMax);
+    constexpr float kSlack = kExact ? 0.f : kLazyMax;
+    const bool update = __any_sync(0xffffffffu, mx[0] > m[0] + kSlack || mx[1] > m[1] + kSlack);
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const float m_new = update ? fmaxf(m[rr], mx[rr]) : m[rr];
@@ -87,6 +90,46 @@ struct OnlineSoftmax {
       }
       l[rr] = l[rr] * alpha[rr] + tree_sum<NT>(s, rr);
     }
+  }
+
+  // scores() without the rows' maxima, for the tiles that leave them as they stand (nearly all,
+  // once the lazy maxima settle): P = 2^(S scale - m), handed to put(nt, q) per column block nt
+  // (q: its 4 values, as s[nt]) and the thread's partial row sums into l, kept (true) where
+  // every row of the warp has a finite max and each of the thread's partial sums is at most
+  // 2^kLazyMax, so that each P is (the bound scores() keeps), and nothing needs rescaling.
+  // Otherwise (a max that grew, a row that saw nothing yet, a NaN or an Inf) false with m and l
+  // untouched: the caller runs scores<true>() on S, which this leaves as it was, and overwrites
+  // what put stored. Its exps start as soon as S lands, not after the row max (64 FMNMX,
+  // shuffles, a vote), and each block's P is handed on at once (registers: S stays live).
+  template <typename Put>
+  __device__ __forceinline__ bool scores_at_max(const float (&s)[NT][4], float scale_log2,
+                                                Put put) {
+    constexpr float kBound = 1 << int(kLazyMax);
+    constexpr int kAcc = NT < 2 ? NT : 2;  // partial sums per row (short add chains)
+    float acc[2][kAcc];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      float q[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) q[e] = ex2(fmaf(s[nt][e], scale_log2, -m[e >> 1]));
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const float t = q[2 * rr] + q[2 * rr + 1];
+        acc[rr][nt % kAcc] = nt < kAcc ? t : acc[rr][nt % kAcc] + t;
+      }
+      put(nt, q);
+    }
+    float t[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      if constexpr (kAcc > 1) tree_fold<kAcc / 2>(acc[rr], [](float a, float b) { return a + b; });
+      t[rr] = acc[rr][0];
+    }
+    // NaN fails every comparison; an unseen row's P (against m = -inf) is Inf or NaN anyway.
+    const bool kept = __all_sync(0xffffffffu, m[0] > -INFINITY && m[1] > -INFINITY &&
+                                                  t[0] <= kBound && t[1] <= kBound);
+    if (kept) l[0] += t[0], l[1] += t[1];
+    return kept;
   }
 
   // Once the running maxima settle (lazily: scores()), tiles leave them unchanged: no rescale.

@@ -16,9 +16,10 @@
 // its own rows see, one contiguous run of the load order (SplitWalk), and releases the others at
 // once. Per computed tile (mainloop.h):
 //   issue S_j = Q K_j^T and O += P_prev V_prev; build S_j's masks where needed (mainloop.h:
-//   tile_mask) while they run; wait S_j; apply them; wait P_prev V_prev; softmax of S_j;
-//   rescale O. (ptxas puts the second wait before the softmax, an operand-free wait being
-//   scheduled as early as allowed; holding it back measured slower: NOTES.md h16.)
+//   tile_mask) while they run; wait S_j; apply them; wait P_prev V_prev; P_j straight into
+//   the P fragments against the running maxima where they hold, with no row max (nearly every
+//   tile: fused::OnlineSoftmax::scores_at_max), else the exact update and O rescaled
+//   (Consumer::next_p). (The softmax under its own P V measured slower: NOTES.md h16.)
 // Ping-pong: named barriers hand the right to issue MMAs back and forth between the
 // warpgroups, so one's softmax runs under the other's MMAs. Epilogue: each warp stores its O
 // rows from registers (mainloop.h), and a warp whose rows hold a NaN or an Inf recomputes those
@@ -389,7 +390,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
       }
       for (; j < last; ++j, next_tile()) {
         walk.tile(p, c, tb);
-        float s[NT][4], alpha[2];
+        float s[NT][4];
         named_sync(my_turn, kConsumerThreads);
         mbar_wait(full_k + 8 * rk.slot, rk.phase);
         mbar_wait(full_v + 8 * pv_slot, pv_phase);
@@ -401,12 +402,12 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         const auto mask = cs.template tile_mask<kMasks>(p, tb, lane);
         wgmma_wait<1>();  // S_j is ready; P_prev V_prev may still run
         release_k();
-        cs.scores(p, mask, s, alpha);
-        wgmma_wait<0>();
+        cs.masked(mask, s);
+        wgmma_wait<0>();  // P_prev V_prev too: its fragments take this tile's P
         fence_acc(cs.o);
         if (leader) mbar_arrive(empty_v + 8 * pv_slot);
-        cs.sm.rescale(cs.o, alpha);
-        keep(s);
+        cs.next_p(p, s);
+        pv_slot = rv.slot, pv_phase = rv.phase;
       }
       // The run's last P V now (outside the turns), so its V slot is free for the producer
       // while the other warpgroup goes on.

@@ -120,15 +120,35 @@ struct Consumer {
     }
   }
 
-  // S of the tile has landed: its masks, then the softmax's scores half.
-  __device__ __forceinline__ void scores(const fused::KernelParams& p, const TileMask& m,
-                                         float (&s)[NT][4], float (&alpha)[2]) {
+  // S of the tile has landed: its masks.
+  __device__ __forceinline__ void masked(const TileMask& m, float (&s)[NT][4]) const {
     fence_acc(s);
     if (m.cut) {
       fused::apply_mask_word<0>(s, m.w[0], -INFINITY);
       if constexpr (BN == 128) fused::apply_mask_word<8>(s, m.w[1], -INFINITY);
     }
+  }
+
+  // S of the tile has landed: its masks, then the softmax's scores half.
+  __device__ __forceinline__ void scores(const fused::KernelParams& p, const TileMask& m,
+                                         float (&s)[NT][4], float (&alpha)[2]) {
+    masked(m, s);
     sm.scores(s, p.scale_log2, alpha);
+  }
+
+  // The masked S of a tile once the previous tile's P V has finished (its P fragments are
+  // free, O final for now): this tile's P into them, against the running maxima where they
+  // hold (scores_at_max), else after the exact update, with O rescaled.
+  __device__ __forceinline__ void next_p(const fused::KernelParams& p, float (&s)[NT][4]) {
+    const bool kept = sm.scores_at_max(s, p.scale_log2, [&](int nt, const float (&q)[4]) {
+      pa[nt / 2][2 * (nt % 2)] = fused::pack2<T>(q[0], q[1]);  // pack_a's order
+      pa[nt / 2][2 * (nt % 2) + 1] = fused::pack2<T>(q[2], q[3]);
+    });
+    if (kept) return;
+    float alpha[2];
+    sm.template scores<true>(s, p.scale_log2, alpha);
+    sm.rescale(o, alpha);
+    pack_a<T, KK>(s, pa);
   }
 
   // P of this tile, as the A operand of its P V.
