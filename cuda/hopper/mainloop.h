@@ -140,10 +140,8 @@ struct Consumer {
   // free, O final for now): this tile's P into them, against the running maxima where they
   // hold (scores_at_max), else after the exact update, with O rescaled.
   __device__ __forceinline__ void next_p(const fused::KernelParams& p, float (&s)[NT][4]) {
-    const bool kept = sm.scores_at_max(s, p.scale_log2, [&](int nt, const float (&q)[4]) {
-      pa[nt / 2][2 * (nt % 2)] = fused::pack2<T>(q[0], q[1]);  // pack_a's order
-      pa[nt / 2][2 * (nt % 2) + 1] = fused::pack2<T>(q[2], q[3]);
-    });
+    const bool kept = sm.scores_at_max(
+        s, p.scale_log2, [&](int nt, const float (&q)[4]) { pack_a_block<T, KK>(nt, q, pa); });
     if (kept) return;
     float alpha[2];
     sm.template scores<true>(s, p.scale_log2, alpha);

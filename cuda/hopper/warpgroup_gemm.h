@@ -54,16 +54,19 @@ __device__ __forceinline__ void zero_acc(float (&acc)[NB][4]) {
   for (int i = 0; i < NB; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
 }
 
-// A 64 x 16 KK fp32 accumulator as wgmma A fragments of T (the mma.sync A-fragment layout).
+// Column block nt (its 4 values q) of a 64 x 16 KK fp32 accumulator into wgmma A fragments of
+// T (the mma.sync A-fragment layout): k-step nt / 2, registers 2 (nt % 2) and 2 (nt % 2) + 1.
+template <typename T, int KK>
+__device__ __forceinline__ void pack_a_block(int nt, const float (&q)[4], uint32_t (&a)[KK][4]) {
+  a[nt / 2][2 * (nt % 2)] = fused::pack2<T>(q[0], q[1]);
+  a[nt / 2][2 * (nt % 2) + 1] = fused::pack2<T>(q[2], q[3]);
+}
+
+// The whole accumulator as A fragments.
 template <typename T, int KK>
 __device__ __forceinline__ void pack_a(const float (&s)[2 * KK][4], uint32_t (&a)[KK][4]) {
 #pragma unroll
-  for (int kk = 0; kk < KK; ++kk) {
-    a[kk][0] = fused::pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-    a[kk][1] = fused::pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-    a[kk][2] = fused::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-    a[kk][3] = fused::pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-  }
+  for (int nt = 0; nt < 2 * KK; ++nt) pack_a_block<T, KK>(nt, s[nt], a);
 }
 
 // Shared memory of a kernel whose tiles need 1024-byte alignment (the 128-byte swizzle atom):
