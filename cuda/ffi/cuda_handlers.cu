@@ -292,15 +292,11 @@ ffi::Error BwdCudaHopperRd(cudaStream_t stream, ffi::ScratchAllocator scratch, f
     Problem p;
     BwdArgs a;
     DeltaArgs d;
-    if (auto e = ffi_sig::decode_bwd_rd(q, k, v, dout, lse, out, dlse, dq, dk, dv, kernel_size,
-                                        stride, dilation, is_causal, scale, &p, &a, &d);
+    if (auto e = ffi_sig::decode_bwd_rd(q, k, v, dout, lse, out, dlse, dq, dk, dv, delta,
+                                        kernel_size, stride, dilation, is_causal, scale, &p, &a,
+                                        &d);
         e.failure())
       return ffi_decode::with_target(target, e);
-    if (auto e = ffi_decode::expect_stats("bwd", "the delta result", *delta, q.dimensions());
-        e.failure())
-      return ffi_decode::with_target(target, e);
-    d.delta = static_cast<float*>(delta->untyped_data());
-    a.delta = d.delta;  // the repair launch after the kernels reads the delta dQ wrote
     return run_bwd<hopper_ops>(target, stream, scratch, p, a, flag,
                                [&](const Problem& pr, const BwdArgs& ba, cudaStream_t s) {
                                  return hopper::bwd_rd(pr, ba, d, s);

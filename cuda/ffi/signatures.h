@@ -122,15 +122,16 @@ inline ffi::Error decode_bwd(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer 
   return ffi::Error::Success();
 }
 
-// Decode + validate a bwd_rd call into *p, *a (as decode_bwd, a->delta null) and *d (d->delta
-// null: the caller sets it).
+// Decode + validate a bwd_rd call into *p, *a (as decode_bwd) and *d. The delta result is the
+// buffer the dQ kernel writes (d->delta) and the dK/dV kernel and the repair launch after both
+// read (a->delta).
 inline ffi::Error decode_bwd_rd(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                                 ffi::AnyBuffer dout, ffi::AnyBuffer lse, ffi::AnyBuffer out,
                                 ffi::AnyBuffer dlse, ffi::Result<ffi::AnyBuffer> dq,
                                 ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
-                                Span64 kernel_size, Span64 stride, Span64 dilation,
-                                Span64 is_causal, float scale, Problem* p, BwdArgs* a,
-                                DeltaArgs* d) {
+                                ffi::Result<ffi::AnyBuffer> delta, Span64 kernel_size,
+                                Span64 stride, Span64 dilation, Span64 is_causal, float scale,
+                                Problem* p, BwdArgs* a, DeltaArgs* d) {
   if (auto e = decode_bwd_common(q, k, v, dout, lse, dq, dk, dv, kernel_size, stride, dilation,
                                  is_causal, scale, p, a);
       e.failure())
@@ -140,7 +141,12 @@ inline ffi::Error decode_bwd_rd(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuff
     return e;
   if (auto e = ffi_decode::expect_stats("bwd", "dlse", dlse, q.dimensions()); e.failure())
     return e;
-  *d = DeltaArgs{out.untyped_data(), static_cast<const float*>(dlse.untyped_data()), nullptr};
+  if (auto e = ffi_decode::expect_stats("bwd", "the delta result", *delta, q.dimensions());
+      e.failure())
+    return e;
+  float* const delta_out = static_cast<float*>(delta->untyped_data());
+  *d = DeltaArgs{out.untyped_data(), static_cast<const float*>(dlse.untyped_data()), delta_out};
+  a->delta = delta_out;
   return ffi::Error::Success();
 }
 
