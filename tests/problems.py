@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 import jax_na
+from jax_na import _native
 from jax_na import backends as _backends
 
 from . import oracle
@@ -178,6 +179,12 @@ def has_gpu() -> bool:
         return bool(jax.devices("gpu"))
     except RuntimeError:
         return False
+
+
+def skip_unless_runs(family: str) -> None:
+    """Skip the calling test unless `family` is built and runs on this machine's device."""
+    if not _native.runs_here(family) or family not in jax_na.available_families():
+        pytest.skip(f"{family} does not run here (not built, or not for this device)")
 
 
 def native_backends() -> list:

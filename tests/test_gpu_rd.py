@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jax_na
 from jax_na import _native, tuning
 from jax_na.params import NAParams, make_params
 from jax_na.primitives import na_bwd_p
@@ -109,8 +108,7 @@ def test_lowering_follows_the_rule():
 
 
 def _needs_hopper():
-    if not _native.runs_here("cuda-hopper") or "cuda-hopper" not in jax_na.available_families():
-        pytest.skip("cuda-hopper does not run here (needs an sm_90 GPU and a CUDA build)")
+    P.skip_unless_runs("cuda-hopper")
     if RD not in _native._CUDA_TARGETS:
         pytest.fail(f"cuda-hopper is built but {RD} is not registered")
 

@@ -16,16 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jax_na
-from jax_na import _native
-
 from . import problems as P
 from .test_gpu import _check
-
-
-def _needs_hopper():
-    if not _native.runs_here("cuda-hopper") or "cuda-hopper" not in jax_na.available_families():
-        pytest.skip("cuda-hopper does not run here (needs an sm_90 GPU and a CUDA build)")
 
 
 # Head dims 64 and 128 take the warp-specialised kernel (head_dim 32 the cp.async one); 1-D
@@ -64,7 +56,7 @@ def _jump(p: P.Problem, rng) -> P.Inputs:
 @pytest.mark.parametrize("inputs", [_rising, _jump], ids=["rising", "jump"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_exact_path_vs_oracle(name, inputs, dtype):
-    _needs_hopper()
+    P.skip_unless_runs("cuda-hopper")
     p = CASES[name]
     x = inputs(p, np.random.default_rng(P.stable_seed(name, inputs.__name__)))
     got = P.run(p, x, "cuda-hopper", dtype, grads=False)
