@@ -64,21 +64,23 @@ def test_exact_path_vs_oracle(name, inputs, dtype):
     _check(got, want, dtype, f"cuda-hopper {inputs.__name__} {name} {jnp.dtype(dtype).name} [{p.short()}]")
 
 
+def _log2_scores(p: P.Problem, x: P.Inputs) -> np.ndarray:
+    """Scaled scores of a 1-D problem in log2 units, [batch, head, query, key], in float64."""
+    s = np.einsum("bthd,buhd->bhtu", x.q.astype(np.float64), x.k.astype(np.float64))
+    return s * p.resolved_scale * np.log2(np.e)
+
+
 def test_inputs_leave_the_fast_path():
     """The inputs do what the docstring says (host-side, float64): the rising rows' maxima grow
     by more than 2^3 per 128 keys, and the jump key sits more than 128 log2 units above the
     rest of its queries' scores."""
     rng = np.random.default_rng(0)
     p = CASES["1d-d64"]
-    x = _rising(p, rng)
-    s = np.einsum("bthd,buhd->bhtu", x.q.astype(np.float64), x.k.astype(np.float64))
-    x2 = s * p.resolved_scale * np.log2(np.e)
+    x2 = _log2_scores(p, _rising(p, rng))
     q0 = 300  # a query whose window [45, 556) spans 4 key tiles
     tile_max = [x2[0, 0, q0, t:t + 128].max() for t in range(128, 512, 128)]
     assert min(np.diff(tile_max)) > 3.0, tile_max
-    x = _jump(p, rng)
-    s = np.einsum("bthd,buhd->bhtu", x.q.astype(np.float64), x.k.astype(np.float64))
-    x2 = s * p.resolved_scale * np.log2(np.e)
+    x2 = _log2_scores(p, _jump(p, rng))
     mid = p.spatial[0] // 2
     others = np.delete(x2[0, 0, mid], mid)
     assert x2[0, 0, mid, mid] - others.max() > 128.0
