@@ -358,10 +358,8 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     auto release_k = [&]() {
       if (leader) mbar_arrive(empty_k + 8 * rk.slot);
     };
-    auto keep = [&](const float (&s)[NT][4]) {
-      cs.keep_p(s);
-      pv_slot = rv.slot, pv_phase = rv.phase;
-    };
+    // This tile's P is in the fragments: its P V is the pending one.
+    auto pv_pending = [&]() { pv_slot = rv.slot, pv_phase = rv.phase; };
     // A turn on a tile this warpgroup does not compute: hand the turn on, release the tile.
     auto idle_turn = [&]() {
       named_sync(my_turn, kConsumerThreads);
@@ -385,7 +383,8 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         wgmma_wait<0>();
         release_k();
         cs.scores(p, mask, s, alpha);
-        keep(s);
+        cs.keep_p(s);
+        pv_pending();
         ++j, next_tile();
       }
       for (; j < last; ++j, next_tile()) {
@@ -407,7 +406,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         fence_acc(cs.o);
         if (leader) mbar_arrive(empty_v + 8 * pv_slot);
         cs.next_p(p, s);
-        pv_slot = rv.slot, pv_phase = rv.phase;
+        pv_pending();
       }
       // The run's last P V now (outside the turns), so its V slot is free for the producer
       // while the other warpgroup goes on.
