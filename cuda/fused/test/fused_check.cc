@@ -11,7 +11,7 @@
 //        -o fused_check
 // or run cuda/fused/test/run_device.sh (builds it when no prebuilt binary runs).
 // Run: ./fused_check [--no-bench] [--no-check] [--only CASE] [--bench PROBLEM] [--reps N] [--throughput]
-//      [--handler] [--profile] [--hopper] [--rd] [--no-box]  (--profile: one forward + backward per selected
+//      [--handler] [--profile] [--hopper] [--rd] [--no-box] [--fwd-only]  (--profile: one forward + backward per selected
 //      problem, for ncu; --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in;
 //      --rd: as --hopper, with the Hopper backward that forms delta in its dQ kernel (hopper::bwd_rd)
 //      wherever the family runs, and a check of the delta it wrote (the bench lines say whether
@@ -19,7 +19,9 @@
 //      --handler: time what an FFI handler launches per call: arm, the kernels, the repair launch,
 //      cuda/repair/*.cu linked in; --cold: evict L2 before each timed launch, as a benchmark that
 //      rotates its inputs sees them; not with --throughput; --no-box: the tiled kernels only, not
-//      the resident-box ones, for A/B runs and to check the tiled kernels on small windows)
+//      the resident-box ones, for A/B runs and to check the tiled kernels on small windows;
+//      --fwd-only: time no backward, so that a long --throughput run measures the forward at the
+//      clocks a sustained run of it settles to, as the JAX suite's rows do)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -589,11 +591,13 @@ std::vector<BenchRow> g_bench;
 
 std::string g_bench_only;
 int g_reps = 0;         // override of the per-problem repetitions
+bool g_fwd_only = false;  // --fwd-only: no backward timings
 bool g_profile = false;  // one forward + one backward, no timing (for ncu)
 
 void bench(const Case& cs, bool do_bwd, int reps) {
   if (!g_bench_only.empty() && cs.name.find(g_bench_only) == std::string::npos) return;
   if (g_reps > 0) reps = g_reps;
+  do_bwd = do_bwd && !g_fwd_only;
   const Problem p = problem_of(cs);
   const Geom g(p);
   const int64_t nq = cs.B * g.N * cs.H * cs.D, nkv = cs.B * g.N * cs.Hkv * cs.D, nrow = cs.B * g.N * cs.H;
@@ -703,6 +707,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
     if (!strcmp(argv[i], "--profile")) g_profile = true;
     if (!strcmp(argv[i], "--throughput")) g_throughput = true;
+    if (!strcmp(argv[i], "--fwd-only")) g_fwd_only = true;
     if (!strcmp(argv[i], "--handler")) g_handler = true;
     if (!strcmp(argv[i], "--cold")) g_cold = true;
     if (!strcmp(argv[i], "--hopper")) g_fwd = hopper_or_fused_fwd, g_bwd = hopper_or_fused_bwd;
