@@ -787,6 +787,10 @@ int main(int argc, char** argv) {
     bench(mk("A1b 1d L32768 k2048 s2048 D128", 1, 1, {32768}, 1, 1, 128, {2048}, {2048}, {1}, {0}, BF), false, 10);
     bench(mk("A2 256x256 k80 D128 H24", 2, 1, {256, 256}, 24, 24, 128, {80}, {1}, {1}, {0}, BF), true, 3);
     bench(mk("A2s 256x256 k80 s16 D128 H24", 2, 1, {256, 256}, 24, 24, 128, {80}, {16}, {1}, {0}, BF), false, 3);
+    // A2s's query tiles with fewer and more key tiles each (18, 50, 98 on the Hopper forward, none
+    // cut): their times against the count split a query tile's fixed cost from a key tile's.
+    bench(mk("2d 256x256 k48 s16 D128 H24", 2, 1, {256, 256}, 24, 24, 128, {48}, {16}, {1}, {0}, BF), false, 3);
+    bench(mk("2d 256x256 k112 s16 D128 H24", 2, 1, {256, 256}, 24, 24, 128, {112}, {16}, {1}, {0}, BF), false, 3);
     bench(mk("A3 30x48x80 k18,24,24 H24", 3, 1, {30, 48, 80}, 24, 24, 128, {18, 24, 24}, {1}, {1}, {0}, BF), false, 3);
     bench(mk("A3s 30x48x80 k18,24,24 s16,8,8", 3, 1, {30, 48, 80}, 24, 24, 128, {18, 24, 24}, {16, 8, 8}, {1}, {0}, BF), false, 3);
     bench(mk("A1s 1d L32768 k2048 s256 D128", 1, 1, {32768}, 1, 1, 128, {2048}, {256}, {1}, {0}, BF), false, 10);
