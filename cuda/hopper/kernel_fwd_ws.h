@@ -15,10 +15,11 @@
 // tile ahead. The warpgroups share every key/value tile. Each warpgroup computes only the tiles
 // its own rows see, one contiguous run of the load order (SplitWalk), and releases the others at
 // once. Per computed tile (mainloop.h):
-//   issue S_j = Q K_j^T and O += P_prev V_prev; build S_j's masks where needed (mainloop.h:
-//   tile_mask) while they run; wait S_j; apply them; wait P_prev V_prev; P_j straight into
-//   the P fragments against the running maxima where they hold, with no row max (nearly every
-//   tile: fused::OnlineSoftmax::scores_at_max), else the exact update and O rescaled
+//   issue S_j = Q K_j^T and O += P_prev V_prev (the issue returns once the tensor pipe has
+//   accepted them); build S_j's masks where needed (mainloop.h: tile_mask) while they run;
+//   wait S_j; apply them; wait P_prev V_prev; P_j straight into the P fragments against the
+//   running maxima where they hold, with no row max (nearly every tile:
+//   fused::OnlineSoftmax::scores_at_max), else the exact update and O rescaled
 //   (Consumer::next_p). (The softmax under its own P V measured slower: NOTES.md h16.)
 // Ping-pong: named barriers hand the right to issue MMAs back and forth between the
 // warpgroups, so one's softmax runs under the other's MMAs. Epilogue: each warp stores its O
