@@ -11,8 +11,9 @@
 //        -o fused_check
 // or run cuda/fused/test/run_device.sh (builds it when no prebuilt binary runs).
 // Run: ./fused_check [--no-bench] [--no-check] [--only CASE] [--bench PROBLEM] [--reps N] [--throughput]
-//      [--handler] [--profile] [--hopper] [--rd] [--no-box] [--fwd-only]  (--profile: one forward + backward per selected
-//      problem, for ncu; --hopper: forward and backward by the Hopper family, cuda/hopper/*.cu linked in;
+//      [--fwd-only] [--handler] [--profile] [--hopper] [--rd] [--no-box]
+//      (--profile: one forward + backward per selected problem, for ncu; --hopper: forward and
+//      backward by the Hopper family, cuda/hopper/*.cu linked in;
 //      --rd: as --hopper, with the Hopper backward that forms delta in its dQ kernel (hopper::bwd_rd)
 //      wherever the family runs, and a check of the delta it wrote (the bench lines say whether
 //      cuda/hopper/rd_rule.h picks it for the problem);
