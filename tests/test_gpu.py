@@ -72,6 +72,12 @@ CASES = {
     # cuda-hopper's forward takes 128-key tiles here (instantiate.h wide_kv_tiles): masked ones
     # (windows at least 4 tiles across), and 3-D boxes the strided windows fill exactly.
     "2d-wide-tiles-large-k": (C((72, 96), (40, 70), head_dim=64), (F16, BF16)),
+    # bfloat16 at head_dim 128 masks those tiles by the tensor core (cuda/hopper kBias: -2^126
+    # added by one MMA per cut dim); float16 builds mask words.
+    "2d-wide-tiles-d128-causal-gqa": (C((72, 96), (40, 70), stride=(2, 3), is_causal=(True, False),
+                                        heads=4, heads_kv=2, head_dim=128), (F16, BF16)),
+    "2d-wide-tiles-d128-dilation": (C((144, 96), (40, 70), stride=(2, 1), dilation=(2, 1),
+                                      is_causal=(True, False), head_dim=128), (BF16,)),
     "3d-wide-tiles-blocked": (C((8, 16, 24), (4, 8, 8), stride=(4, 8, 8), head_dim=128), (BF16,)),
     "3d-basic": (C((6, 7, 9), 3, head_dim=32), ALL),
     "3d-mixed": (C((7, 8, 10), (2, 3, 4), stride=(1, 2, 3), dilation=(2, 1, 2),

@@ -21,11 +21,15 @@ from .test_gpu import _check
 
 
 # Head dims 64 and 128 take the warp-specialised kernel (head_dim 32 the cp.async one); 1-D
-# windows of 4-5 key tiles of 128, 2-D windows of several 128-key tiles per row of tiles.
+# windows of 4-5 key tiles of 128, 2-D windows of several key tiles per row of tiles.
 CASES = {
     "1d-d64": P.problem((1024,), 511, heads=2, heads_kv=2, head_dim=64),
     "1d-d128-gqa": P.problem((768,), 383, heads=4, heads_kv=2, head_dim=128),
     "2d-d128": P.problem((40, 48), 31, heads=2, heads_kv=2, head_dim=128),
+    # 128-key tiles; bfloat16 masks them by the tensor core (cuda/hopper kBias: masked scores
+    # are -2^126, not -inf: a row whose first tile holds none of its keys starts from a finite
+    # max that the next tile must replace).
+    "2d-d128-wide": P.problem((72, 96), (40, 70), head_dim=128),
 }
 
 

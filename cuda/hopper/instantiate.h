@@ -92,8 +92,8 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream
   // and go to whichever CTA frees first (h6; causal 1-D round robin: A1c +4%).
   // Where no tile is ever cut (blocked and tile-aligned strided problems, which take 128-key
   // tiles), a kernel without mask code.
-  auto launch = [&](auto kernel) {
-    err = launch_persistent(kernel, p, ctas, sms, Ws::kThreads, Ws::kSmem, stream, maps, pr);
+  auto launch = [&](auto kernel, int smem = Ws::kSmem) {
+    err = launch_persistent(kernel, p, ctas, sms, Ws::kThreads, smem, stream, maps, pr);
     return true;
   };
   if constexpr (BN == 128) {
@@ -103,6 +103,16 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream
                        : launch(hopper_fwd_ws_kernel<T, D, BN, true>);
     }
     if (never_cut) return launch(hopper_fwd_ws_kernel<T, D, BN, false, false>);
+    // Masks by the tensor core (A2 -5.7%: NOTES.md, session 21): bf16 (-2^126 is a bf16 A
+    // operand; float16 has nothing near it), head_dim 128, 2-D (dim 0 never cut), key tiles at
+    // most 16 along each dim (the BiasTile's slots), and a scale that takes a masked score below
+    // -2^66 in log2 units, where its exponential is 0 beside any key the row sees.
+    if constexpr (bf16 && D == 128) {
+      if (p.L[0] == 1 && p.ts.klog[0] == 0 && p.ts.klog[1] <= 4 && p.ts.klog[2] <= 4 &&
+          p.scale_log2 >= 0x1p-60f)
+        return launch(hopper_fwd_ws_kernel<T, D, BN, false, true, true>,
+                      WsConfig<T, D, BN, true>::kSmem);
+    }
   }
   return launch(hopper_fwd_ws_kernel<T, D, BN, false>);
 }

@@ -54,7 +54,7 @@ struct TileSlot {
   fused::QueryCta c;
 };
 
-template <typename T, int D, int BN>
+template <typename T, int D, int BN, bool kBias = false>
 struct WsConfig {
   static_assert(D == 64 || D == 128 || (D == 256 && BN == 64), "head_dim 64, 128 or 256");
   static constexpr int kConsumers = 2;
@@ -72,7 +72,8 @@ struct WsConfig {
   // K and V slots (V of a tile is read one tile later than its K); 128-key tiles, and 64-key
   // tiles at head_dim 256: 32 KB each.
   static constexpr int KS = BN == 128 || D == 256 ? 2 : 3;
-  static constexpr int VS = BN == 128 ? 3 : (D == 256 ? 2 : 4);
+  // kBias: a V slot gives its 32 KB for the BiasTile (+0.3% on A2: NOTES.md, session 20).
+  static constexpr int VS = BN == 128 ? (kBias ? 2 : 3) : (D == 256 ? 2 : 4);
   using QTile = GmmaTile<kRows, D>;
   using KVTile = GmmaTile<kCols, D>;
   // Q buffers: two (persistent CTAs load the next tile's Q under this one), one at head_dim
@@ -80,7 +81,8 @@ struct WsConfig {
   static constexpr int QB = D == 256 ? 1 : 2;
   static constexpr int kK = QB * QTile::kBytes;
   static constexpr int kV = kK + KS * KVTile::kBytes;
-  static constexpr int kTab = kV + VS * KVTile::kBytes;
+  static constexpr int kBiasTile = kV + VS * KVTile::kBytes;
+  static constexpr int kTab = kBiasTile + (kBias ? BiasTile::kBytes : 0);
   // mbarriers: full K[KS], full V[VS], empty K[KS], empty V[VS], full Q[2], full tile[2],
   // empty Q[2], free tile[2]; then the two tile slots.
   static constexpr int kBar = kTab + fused::kMaxTableEntries * 8;
@@ -163,13 +165,14 @@ struct SplitWalk {
 // kernel carries no mask code (its presence alone cost A1b 3%: NOTES.md, session 13).
 // A template flag, not a branch on p.tile_counter: with both paths the 48-register producer
 // spilled 96 bytes.
-template <typename T, int D, int BN, bool kRoundRobin, bool kMasks = true>
-__global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
+// kBias: masks by the tensor core (Consumer::issue_s_bias) instead of mask words and selects.
+template <typename T, int D, int BN, bool kRoundRobin, bool kMasks = true, bool kBias = false>
+__global__ void __launch_bounds__(WsConfig<T, D, BN, kBias>::kThreads, 1)
     hopper_fwd_ws_kernel(const KernelParams p, const __grid_constant__ TmaMaps maps,
                          const uint32_t ctas, const __grid_constant__ Problem pr) {
 #if JAX_NA_WGMMA
   using namespace fused;
-  using Cfg = WsConfig<T, D, BN>;
+  using Cfg = WsConfig<T, D, BN, kBias>;
   using QT = typename Cfg::QTile;
   using KV = typename Cfg::KVTile;
   constexpr int KS = Cfg::KS, VS = Cfg::VS;
@@ -249,6 +252,7 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     }
     mbar_init_fence();
   }
+  if constexpr (kBias) BiasTile::fill<T>(sm.ptr + Cfg::kBiasTile, p.ts.klog, tid, Cfg::kThreads);
   // The last CTA-wide barrier: the producer warpgroup leaves after its loop.
   __syncthreads();
   // Launched dependent on the kernel before (instantiate.h): what follows reads or writes
@@ -359,6 +363,16 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
     auto release_k = [&]() {
       if (leader) mbar_arrive(empty_k + 8 * rk.slot);
     };
+    // S of the tile at tb (kBias: with the masks of the dims the warpgroup's rows cut; the
+    // choice broadcast from lane 0, so that ptxas sees the branches around wgmma uniform).
+    auto issue_s = [&](float (&s)[NT][4]) {
+      if constexpr (kBias) {
+        const int wcut = __shfl_sync(0xffffffffu, gt.cut_dims(tb, p.ts.klog), 0);
+        cs.issue_s_bias(s, k_tile(), sQ0 + Cfg::kBiasTile, wcut, tb, lane);
+      } else {
+        cs.issue_s(s, k_tile());
+      }
+    };
     // This tile's P is in the fragments: its P V is the pending one.
     auto pv_pending = [&]() { pv_slot = rv.slot, pv_phase = rv.phase; };
     // A turn on a tile this warpgroup does not compute: hand the turn on, release the tile.
@@ -378,9 +392,9 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         named_sync(my_turn, kConsumerThreads);
         mbar_wait(full_k + 8 * rk.slot, rk.phase);
         wgmma_fence();
-        cs.issue_s(s, k_tile());
+        issue_s(s);
         named_arrive(other_turn, kConsumerThreads);
-        const auto mask = cs.template tile_mask<kMasks>(p, tb, lane);
+        const auto mask = cs.template tile_mask<kMasks && !kBias>(p, tb, lane);
         wgmma_wait<0>();
         release_k();
         cs.scores(p, mask, s, alpha);
@@ -395,11 +409,11 @@ __global__ void __launch_bounds__(WsConfig<T, D, BN>::kThreads, 1)
         mbar_wait(full_k + 8 * rk.slot, rk.phase);
         mbar_wait(full_v + 8 * pv_slot, pv_phase);
         wgmma_fence();
-        cs.issue_s(s, k_tile());
+        issue_s(s);
         cs.issue_pv(sV + pv_slot * KV::kBytes);
         wgmma_commit();
         named_arrive(other_turn, kConsumerThreads);
-        const auto mask = cs.template tile_mask<kMasks>(p, tb, lane);
+        const auto mask = cs.template tile_mask<kMasks && !kBias>(p, tb, lane);
         wgmma_wait<1>();  // S_j is ready; P_prev V_prev may still run
         release_k();
         cs.masked(mask, s);

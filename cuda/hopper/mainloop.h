@@ -70,6 +70,49 @@ struct Consumer {
     wgmma_commit();
   }
 
+  // Masks by the tensor core (kernel kBias, bf16, 2-D 128-key tiles at most 16 along each dim):
+  // S, then for each dim the warpgroup's rows cut (wcut: WarpTileTest::cut_dims of its 64 rows,
+  // warpgroup-uniform) one k-step S += A BiasTile with A -2^126 at the slots (key coordinates)
+  // the thread's rows do not see, 0 elsewhere; then commit. Masked scores are then -2^126
+  // (ex2 of them scaled is 0), and no select touches S.
+  static constexpr uint32_t kNegBig = 0xFE80u;  // bf16 -2^126 (two of them stay finite in fp32)
+  static __device__ __forceinline__ uint32_t bias_pair(uint32_t out) {
+    out &= 3u;
+    return ((out | (out << 15)) & 0x10001u) * kNegBig;
+  }
+  __device__ __forceinline__ void bias_a(int d, const int (&tb)[3], int lane,
+                                         uint32_t (&a)[4]) const {
+    const int t2 = 2 * (lane & 3);
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int lo = na_min(na_max(rp.lo[rr][d] - tb[d], 0), 16);
+      const int hi = na_min(na_max(rp.hi[rr][d] - tb[d], 0), 16);
+      const uint32_t out = ~fused::bit_run(lo, hi);
+      a[rr] = bias_pair(out >> t2);
+      a[2 + rr] = bias_pair(out >> (t2 + 8));
+    }
+  }
+  __device__ __forceinline__ void issue_s_bias(float (&s)[NT][4], uint32_t k_tile,
+                                               uint32_t bias_tile, int wcut, const int (&tb)[3],
+                                               int lane) const {
+    static_assert(BN == 128, "128-key tiles");
+    gemm_ss_abt<T, BN, D, QT, KV, true>(s, dq, KV::k_major(k_tile));
+    const uint64_t dbias = BiasTile::Tile::k_major(bias_tile);
+    if (wcut & 4) {
+      uint32_t a[4];
+      bias_a(2, tb, lane, a);
+      wgmma_fence();  // a was written after the warpgroup's last fence
+      wgmma_rs<T, BN, false>(s, a, desc_plus(dbias, BiasTile::Tile::k_step(0)), 1);
+    }
+    if (wcut & 2) {
+      uint32_t a[4];
+      bias_a(1, tb, lane, a);
+      wgmma_fence();
+      wgmma_rs<T, BN, false>(s, a, desc_plus(dbias, BiasTile::Tile::k_step(1)), 1);
+    }
+    wgmma_commit();
+  }
+
   __device__ __forceinline__ void issue_pv(uint32_t v_tile) {
     gemm_rs_ab<T, D, KK, KV>(o, pa, KV::mn_major(v_tile));
   }

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "../fused/arch.h"
 #include "wgmma.h"
 
 namespace jax_na {
@@ -64,6 +65,33 @@ struct GmmaTile {
   // Rows [16 kk, 16 kk + 16) of an MN-major operand.
   static __host__ __device__ constexpr uint32_t mn_step(int kk) {
     return uint32_t(kk * 16 * kSwizzle >> 4);
+  }
+};
+
+// The B operand of masks by the tensor core (Consumer kBias): 128 keys (rows) x 32 slots, K-major
+// (64-byte swizzle): slot j < 16 is one where the key's dim-2 coordinate in its tile is j, slot
+// 16 + j where its dim-1 coordinate is j (tiles at most 16 along each: 8x16 or 16x8). S_j +=
+// A B over one k-step of 16 slots adds A's per-row values at the key's column (or row): -2^126
+// where the row's window excludes it.
+struct BiasTile {
+  using Tile = GmmaTile<128, 32>;
+  static constexpr int kBytes = Tile::kBytes;  // 8 KB
+  template <typename T>
+  static __device__ __forceinline__ void fill(char* tile, const int (&klog)[3], int tid,
+                                              int nthreads) {
+    for (int e = tid; e < 128 * 4; e += nthreads) {  // 16-byte chunk c (8 slots) of key n
+      const int n = e >> 2, c = e & 3;
+      const int c2 = n & ((1 << klog[2]) - 1), c1 = (n >> klog[2]) & ((1 << klog[1]) - 1);
+      uint32_t w[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int j = 8 * c + 2 * q;
+        auto one = [&](int jj) { return (jj < 16 ? jj == c2 : jj - 16 == c1) ? 1.f : 0.f; };
+        w[q] = fused::pack2<T>(one(j), one(j + 1));
+      }
+      *reinterpret_cast<uint4*>(tile + Tile::offset(n, c)) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    fence_proxy_async();
   }
 };
 
