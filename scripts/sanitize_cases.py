@@ -86,6 +86,10 @@ CASES = (
     # so that its repair launch runs too.
     C("2d-rd-nan-value", (13, 11), dict(kernel_size=5), 2, 1, 32, "bfloat16", quick=True,
       nan_value=True),
+    # cuda-hopper's forward with masks by the tensor core (bf16 head_dim 128, 2-D 128-key tiles:
+    # the BiasTile in shared memory; cuda/hopper/instantiate.h).
+    C("2d-bias-masks-d128", (34, 66), dict(kernel_size=(32, 64), stride=(2, 1)), 2, 1, 128,
+      "bfloat16", quick=True),
 )
 # racecheck: tiny problems, one per code path with shared memory (tensor-core 2-D and 1-D, head
 # dim 256 (two warpgroups per CTA in cuda-hopper's backward), the naive family's per-warp
@@ -101,6 +105,8 @@ RACE_CASES = (
     C("race-2d-bf16-d256", (9, 10), dict(kernel_size=(3, 5)), 2, 1, 256, "bfloat16"),
     C("race-1d-f32-d33", (12,), dict(kernel_size=3), 2, 1, 33, "float32", naive_only=True),
     C("race-2d-rd", (9, 10), dict(kernel_size=(3, 5)), 2, 1, 32, "bfloat16"),  # RD's out tile
+    C("race-2d-bias-masks", (34, 66), dict(kernel_size=(32, 64), stride=(2, 1)), 2, 1, 128,
+      "bfloat16"),  # cuda-hopper's BiasTile
 )
 
 
