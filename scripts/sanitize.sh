@@ -102,7 +102,7 @@ if [ "$DRY" = 1 ]; then
   for tool in $(echo "$TOOLS" | tr ',' ' '); do
     echo
     echo "[$tool] (cd $RUNDIR && env $ENVS XLA_FLAGS=\"$XLAF\" timeout $TIMEOUT $SAN $(common_opts "$tool") $(tool_opts "$tool") $PY $CASES --run --tool $tool $QUICK$FAMARGS) > $OUT/$tool.log 2>&1"
-    echo "[$tool] cases (each on every family; [naive only] on cuda-naive):"
+    echo "[$tool] cases (each on every family; [F only] on family F):"
     (cd "$RUNDIR" && $PY "$CASES" --list --tool "$tool" $QUICK)
   done
   exit 0
