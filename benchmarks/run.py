@@ -52,8 +52,8 @@ def parse_args(argv=None):
     ap.add_argument("--floor-budget-s", type=float, default=1.0, help="measuring budget of each ceiling")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chain-below-ms", type=float,
-                    help="time forwards faster than this also chained, n calls per dispatch, and report that "
-                         "(device-bound; default 1 on GPU, 0 = off on CPU)")
+                    help="time forwards and fwd+bwd steps faster than this also chained, n calls per "
+                         "dispatch, and report that (device-bound; default 1 on GPU, 0 = off on CPU)")
     ap.add_argument("--dry-run", action="store_true", help="list what would run; run nothing")
     ap.add_argument("--optimize", action="store_true", help="time the jax_na backends, cache the best")
     ap.add_argument("--cache", help="tuning cache path (default $JAX_NA_TUNING_CACHE or ~/.cache/jax_na/tuning.json)")

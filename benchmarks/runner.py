@@ -42,7 +42,7 @@ class Row:
     tile_config: dict | None = None
     n_input_sets: int = 0
     applicable: bool = True  # False: the peer cannot run this problem here at all (static reason)
-    host_median_s: float | None = None  # a chained forward's time from blocks of calls (timing.chain)
+    host_median_s: float | None = None  # a chained row's time from blocks of calls (timing.chain)
     t_start: float | None = None  # perf_counter span of its compile and timing (gpu_monitor windows)
     t_end: float | None = None
 
@@ -57,8 +57,9 @@ class Limits:
     target_block_s: float | None = None  # default 100 ms (timing.py: blocks share fixed costs)
     deadline: float | None = None  # absolute time.perf_counter() end; overrides time_limit_s
     seed: int = 0
-    # Forwards faster than this per call are timed chained as well (timing.chain), and that time
-    # is the row's; default 1 ms on GPU (host dispatch there is ~40 us a call), off (0) on CPU.
+    # Forwards and forward + backward steps faster than this per call are timed chained as well
+    # (timing.chain), and that time is the row's; default 1 ms on GPU (host dispatch there is
+    # ~40 us a call), off (0) on CPU.
     chain_below_s: float | None = None
     max_chain: int = 32
 
@@ -241,10 +242,11 @@ def run(problems, peers: list[Peer], modes, limits: Limits, on_row=None) -> list
                 r.timing = timing.time_compiled(compiled, arg_sets, budget_s=budget,
                                                 target_block_s=target_block)
                 r.status, r.n_input_sets = "ok", len(arg_sets)
-                if r.mode == "fwd" and r.timing.median_s < chain_below and timing.chains(f, *arg_sets[0]):
+                if (r.mode in ("fwd", "fwd+bwd") and r.timing.median_s < chain_below
+                        and timing.chains(fn, *arg_sets[0])):
                     r.host_median_s = r.timing.median_s
                     n = int(min(limits.max_chain, max(2, math.ceil(chain_below / r.timing.median_s))))
-                    r.timing, chain_compile_s = timing.time_chained(f, arg_sets, n, budget_s=budget,
+                    r.timing, chain_compile_s = timing.time_chained(fn, arg_sets, n, budget_s=budget,
                                                                     target_block_s=target_block)
                     r.compile_s += chain_compile_s
                 overheads.append(r.compile_s + r.timing.total_s - r.timing.median_s * r.timing.n_blocks

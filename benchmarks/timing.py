@@ -23,6 +23,10 @@
   calls measure the host. A forward is then also timed as `chain` of n calls in one compiled
   function, each call's output the next call's q (k and v from the input sets in turn): one
   dispatch runs n calls back to back, as they run inside a model, and per_call() divides by n.
+  A forward + backward step is chained the same way (its out the next step's q, every step's
+  gradients returned): also each executable's launch and the idle device between two of them
+  (~16 µs on A1, a 0.3 ms step: NOTES.md, session 21) then stay out of a step's time, as they
+  do out of a chained forward's, so that fwd+bwd minus fwd is the backward's time.
 """
 
 from __future__ import annotations
@@ -112,23 +116,32 @@ def time_compiled(call, arg_sets, *, budget_s: float = 2.0, target_block_s: floa
                   float(s.min()), len(samples), cpb, first, time.perf_counter() - start)
 
 
-def chain(f, n: int, n_sets: int):
-    """f(q, k, v) -> out (q's shape and dtype) n times in one function of the n_sets flattened
-    input sets (q0, k0, v0, q1, ...): call i reads the previous output as q and the k, v of set
-    i % n_sets. The data dependence keeps XLA from hoisting or merging calls."""
+def chain(f, n: int, n_sets: int, arity: int = 3):
+    """f n times in one function of the n_sets flattened input sets of `arity` arguments each
+    (q0, k0, v0[, ct0], q1, ...): call i reads the previous call's output as q (its first output
+    where f returns a tuple: a step's (out, dq, dk, dv)) and the other arguments of set
+    i % n_sets. The data dependence keeps XLA from hoisting or merging calls; a tuple's other
+    outputs, every call's, are returned too, so that XLA drops none of them."""
     def g(*flat):
-        q = flat[0]
+        q, kept = flat[0], []
         for i in range(n):
-            s = 3 * (i % n_sets)
-            q = f(q, flat[s + 1], flat[s + 2])
-        return q
+            s = arity * (i % n_sets)
+            y = f(q, *flat[s + 1:s + arity])
+            if isinstance(y, tuple):
+                q, *rest = y
+                kept.append(rest)
+            else:
+                q = y
+        return (q, kept) if kept else q
 
     return g
 
 
-def chains(f, q, k, v) -> bool:
-    """Whether f's output can feed its q (chain)."""
-    out = jax.eval_shape(f, q, k, v)
+def chains(f, q, *rest) -> bool:
+    """Whether f's output (its first, for a tuple) can feed its q (chain)."""
+    out = jax.eval_shape(f, q, *rest)
+    if isinstance(out, tuple) and out:
+        out = out[0]
     return isinstance(out, jax.ShapeDtypeStruct) and out.shape == q.shape and out.dtype == q.dtype
 
 
@@ -140,10 +153,11 @@ def per_call(t: Timing, n: int) -> Timing:
 
 
 def time_chained(f, arg_sets, n: int, **kw) -> tuple[Timing, float]:
-    """chain(f, n) over the (q, k, v) arg_sets, compiled and timed (time_compiled's keywords), as
-    the timing of one call of f; and the chain's compile time in seconds."""
+    """chain(f, n) over the arg_sets ((q, k, v) or (q, k, v, ct)), compiled and timed
+    (time_compiled's keywords), as the timing of one call of f; and the chain's compile time in
+    seconds."""
     flat = [x for s in arg_sets for x in s]
-    compiled, compile_s = compile_fn(chain(f, n, len(arg_sets)), flat)
+    compiled, compile_s = compile_fn(chain(f, n, len(arg_sets), len(arg_sets[0])), flat)
     return per_call(time_compiled(compiled, [flat], **kw), n), compile_s
 
 

@@ -3,7 +3,9 @@ step, and how long the device sits idle between them (a jax.profiler trace of a 
 back with jax.profiler.ProfileData). What `run.py`'s per-call times do not show: XLA's own
 fusions beside ours (the backward's delta reduction), memsets, repair launches, launch gaps.
 Steps rotate among as many input sets as run.py uses (L2-cold inputs, as in its timings);
-`--chain n` traces forwards as run.py times fast ones, n chained calls per step.
+`--chain n` traces steps as run.py times fast ones, n chained calls per step; `--events` lists
+the last step's events with their start times (what overlaps what: XLA's delta reduction starts
+under the forward's tail, as a programmatic dependent launch).
 
 `python benchmarks/trace.py --problems V1 --peer jax_na:cuda-fused --mode fwd+bwd`
 `python benchmarks/trace.py --problems K31 --peer jax_na:cuda-hopper --chain 4`
@@ -51,6 +53,16 @@ def summarise(events, steps: int) -> dict:
     return {"span_us": span, "kernels": kernels, "gaps_us": gaps / steps}
 
 
+def print_last_step(events, steps: int) -> None:
+    """The last step's events (each step has the same events), in start order: start in us from
+    the step's first event, duration, end, name."""
+    last = sorted(events)[-(len(events) // steps):]
+    t0 = last[0][0]
+    print("  last step:   start      dur      end")
+    for start, dur, name in last:
+        print(f"    {(start - t0) / 1e3:9.1f} {dur / 1e3:8.1f} {(start + dur - t0) / 1e3:8.1f}  {name[:90]}")
+
+
 def trace_step(fn, arg_sets, steps: int) -> list[tuple[int, int, str]]:
     """Compile fn, run it once per input set, then trace `steps` calls rotating among the sets
     as run.py's timings do (so L2 holds no call's inputs when it starts); their device events."""
@@ -80,11 +92,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", type=int, default=None,
                     help="input sets to rotate among (default: as many as run.py uses for the problem)")
     ap.add_argument("--chain", type=int, default=1,
-                    help="fwd only: trace steps of n chained calls (timing.chain, as run.py times fast "
-                         "forwards), so that the gaps inside a step are those between calls")
+                    help="trace steps of n chained calls (timing.chain, as run.py times fast forwards "
+                         "and fwd+bwd steps), so that the gaps inside a step are those between calls")
+    ap.add_argument("--events", action="store_true",
+                    help="also list the last step's events: start (from the step's first), duration, name")
     a = ap.parse_args(argv)
-    if a.chain > 1 and a.mode != "fwd":
-        ap.error("--chain applies to --mode fwd")
     peer = [p for p in peers_mod.all_peers() if p.name == a.peer]
     if not peer:
         ap.error(f"--peer {a.peer!r} is not one of {[p.name for p in peers_mod.all_peers()]}")
@@ -92,8 +104,10 @@ def main(argv=None) -> int:
         n_sets = a.sets or runner.n_input_sets(p, runner.Limits.mem_frac * meta.available_memory_bytes())
         fn, arg_sets = runner.args_for(a.mode, peer[0].make(p), runner.make_inputs(p, n_sets, a.seed))
         if a.chain > 1:
-            fn, arg_sets = timing.chain(fn, a.chain, len(arg_sets)), [[x for s in arg_sets for x in s]]
-        s = summarise(trace_step(fn, arg_sets, a.steps), a.steps)
+            fn, arg_sets = (timing.chain(fn, a.chain, len(arg_sets), len(arg_sets[0])),
+                            [[x for s in arg_sets for x in s]])
+        events = trace_step(fn, arg_sets, a.steps)
+        s = summarise(events, a.steps)
         if not s["kernels"]:
             print(f"{p.name} {a.mode}: no device events (no GPU, or the profiler saw none)")
             continue
@@ -102,6 +116,8 @@ def main(argv=None) -> int:
         for name, us, n in s["kernels"]:
             print(f"  {us:9.1f} us  x{n:<4g} {name[:100]}")
         print(f"  {s['gaps_us']:9.1f} us  gaps between events")
+        if a.events:
+            print_last_step(events, a.steps)
     return 0
 
 

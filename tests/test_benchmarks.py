@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import gpu_monitor, problems, profiler, run, timing, trace
+from benchmarks import gpu_monitor, problems, profiler, run, runner, timing, trace
 
 
 def test_flops_and_bytes_follow_benchmarks_md():
@@ -55,14 +55,34 @@ def test_chain_runs_calls_back_to_back_in_one_dispatch():
     assert 0 < one.min_s <= one.median_s <= one.p90_s
 
 
-def test_fast_forwards_are_timed_chained(tmp_path, capsys):
+def test_chain_of_steps_feeds_out_and_keeps_every_gradient():
+    """A fwd+bwd step (runner.with_grad) chained: each step's out is the next step's q, and every
+    step's gradients come back (none dropped by XLA)."""
+    f = lambda q, k, v: jnp.tanh(q @ k.T @ v)  # noqa: E731
+    g = runner.with_grad(f)
+    sets = [tuple(jnp.full((8, 8), 0.05 * (1 + i + j)) + jnp.eye(8) * j for j in range(4)) for i in range(2)]
+    assert timing.chains(g, *sets[0])
+    flat = [x for s in sets for x in s]
+    q, kept = jax.jit(timing.chain(g, 3, 2, 4))(*flat)
+    q_i = sets[0][0]
+    for i, s in enumerate((0, 1, 0)):
+        out, *grads = g(q_i, *sets[s][1:])
+        for got, want in zip(kept[i], grads):
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+        q_i = out
+    np.testing.assert_allclose(q, q_i, rtol=1e-5)
+    t, _ = timing.time_chained(g, sets, 3, budget_s=0.05, target_block_s=1e-3)
+    assert t.calls_per_dispatch == 3 and 0 < t.min_s <= t.median_s
+
+
+def test_fast_rows_are_timed_chained(tmp_path, capsys):
     js = tmp_path / "c.json"
-    argv = ["--suite", "quick", "--problems", "Q2,Q2d", "--peers", "reference,xla-full", "--modes", "fwd",
-            "--chain-below-ms", "1e4", "--max-row-s", "0.05", "--no-floors", "--json", str(js)]
+    argv = ["--suite", "quick", "--problems", "Q2,Q2d", "--peers", "reference,xla-full",
+            "--modes", "fwd,fwd+bwd", "--chain-below-ms", "1e4", "--max-row-s", "0.05", "--no-floors", "--json", str(js)]
     assert run.main(argv) == 0
-    assert capsys.readouterr().out.count("×32 chained (host-timed") == 4
+    assert capsys.readouterr().out.count("×32 chained (host-timed") == 8  # fwd+bwd steps too
     rows = [r for r in json.loads(js.read_text())["rows"] if r["status"] == "ok"]
-    assert len(rows) == 4 and any("timed once" in r["reason"] for r in rows)  # Q2d's dense row is Q2's
+    assert len(rows) == 8 and any("timed once" in r["reason"] for r in rows)  # Q2d's dense rows are Q2's
     for r in rows:
         assert r["calls_per_dispatch"] == 32 and r["host_timed_ms"] > 0 and r["time_ms"] > 0
 
