@@ -103,10 +103,10 @@ bool try_launch_ws(const Problem& pr, fused::KernelParams p, int sms, cudaStream
                        : launch(hopper_fwd_ws_kernel<T, D, BN, true>);
     }
     if (never_cut) return launch(hopper_fwd_ws_kernel<T, D, BN, false, false>);
-    // Masks by the tensor core (A2 -5.7%: NOTES.md, session 21): bf16 (-2^126 is a bf16 A
-    // operand; float16 has nothing near it), head_dim 128, 2-D (dim 0 never cut), key tiles at
-    // most 16 along each dim (the BiasTile's slots), and a scale that takes a masked score below
-    // -2^66 in log2 units, where its exponential is 0 beside any key the row sees.
+    // Masks by the tensor core (A2 -6% sustained: NOTES.md, session 21): bf16 (-2^126 is a
+    // bf16 A operand; float16 has nothing near it), head_dim 128, 2-D (dim 0 never cut), key
+    // tiles at most 16 along each dim (the BiasTile's slots), and a scale that takes a masked
+    // score below -2^66 in log2 units, where its exponential is 0 beside any key the row sees.
     if constexpr (bf16 && D == 128) {
       if (p.L[0] == 1 && p.ts.klog[0] == 0 && p.ts.klog[1] <= 4 && p.ts.klog[2] <= 4 &&
           p.scale_log2 >= 0x1p-60f)

@@ -76,10 +76,13 @@ struct Consumer {
   // the thread's rows do not see, 0 elsewhere; then commit. Masked scores are then -2^126
   // (ex2 of them scaled is 0), and no select touches S.
   static constexpr uint32_t kNegBig = 0xFE80u;  // bf16 -2^126 (two of them stay finite in fp32)
+  // Bits 0 and 1 of out (two slots; set: masked) as a packed bf16 pair of -2^126 or 0.
   static __device__ __forceinline__ uint32_t bias_pair(uint32_t out) {
     out &= 3u;
     return ((out | (out << 15)) & 0x10001u) * kNegBig;
   }
+  // The A fragment of dim d's k-step: for the thread's two rows, the slots (tile coordinates
+  // 0-15 along d) outside the row's window [lo, hi) there, at the columns the fragment holds.
   __device__ __forceinline__ void bias_a(int d, const int (&tb)[3], int lane,
                                          uint32_t (&a)[4]) const {
     const int t2 = 2 * (lane & 3);

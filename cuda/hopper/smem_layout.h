@@ -70,9 +70,9 @@ struct GmmaTile {
 
 // The B operand of masks by the tensor core (Consumer kBias): 128 keys (rows) x 32 slots, K-major
 // (64-byte swizzle): slot j < 16 is one where the key's dim-2 coordinate in its tile is j, slot
-// 16 + j where its dim-1 coordinate is j (tiles at most 16 along each: 8x16 or 16x8). S_j +=
-// A B over one k-step of 16 slots adds A's per-row values at the key's column (or row): -2^126
-// where the row's window excludes it.
+// 16 + j where its dim-1 coordinate is j (tiles at most 16 along each: 8x16 or 16x8). So S += A B
+// over one k-step of 16 slots adds to each row's score of a key the row's A value at that key's
+// column (or row): -2^126 where the row's window excludes it, else 0.
 struct BiasTile {
   using Tile = GmmaTile<128, 32>;
   static constexpr int kBytes = Tile::kBytes;  // 8 KB
