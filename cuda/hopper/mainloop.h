@@ -101,17 +101,14 @@ struct Consumer {
     static_assert(BN == 128, "128-key tiles");
     gemm_ss_abt<T, BN, D, QT, KV, true>(s, dq, KV::k_major(k_tile));
     const uint64_t dbias = BiasTile::Tile::k_major(bias_tile);
-    if (wcut & 4) {
-      uint32_t a[4];
-      bias_a(2, tb, lane, a);
-      wgmma_fence();  // a was written after the warpgroup's last fence
-      wgmma_rs<T, BN, false>(s, a, desc_plus(dbias, BiasTile::Tile::k_step(0)), 1);
-    }
-    if (wcut & 2) {
-      uint32_t a[4];
-      bias_a(1, tb, lane, a);
-      wgmma_fence();
-      wgmma_rs<T, BN, false>(s, a, desc_plus(dbias, BiasTile::Tile::k_step(1)), 1);
+#pragma unroll
+    for (int d = 2; d >= 1; --d) {  // BiasTile k-step 0: dim 2's slots, 1: dim 1's
+      if (wcut & (1 << d)) {
+        uint32_t a[4];
+        bias_a(d, tb, lane, a);
+        wgmma_fence();  // a was written after the warpgroup's last fence
+        wgmma_rs<T, BN, false>(s, a, desc_plus(dbias, BiasTile::Tile::k_step(2 - d)), 1);
+      }
     }
     wgmma_commit();
   }
