@@ -13,8 +13,10 @@ Modes:
 Cases: 1-D/2-D/3-D, odd extents that are multiples of no tile, kernel == extent, dilation,
 stride, per-dim causal, GQA/MQA, float32/float16/bfloat16, head_dim 32/64/128/256 on every family
 and odd head dims (33, 40) on cuda-naive only (the tiled families route those to cuda-naive
-anyway), cuda-hopper's bias-mask forward on cuda-hopper only, and a NaN value token (the tiled families' non-finite repair then scans and recomputes:
-cuda/repair/; its kernel's reports count as family cuda-repair). racecheck instruments every shared-memory access and is slow: it runs a few tiny cases.
+anyway), cuda-hopper's bias-mask forward on cuda-hopper only, and a NaN value token (the tiled
+families' non-finite repair then scans and recomputes: cuda/repair/; its kernel's reports count
+as family cuda-repair). racecheck instruments every shared-memory access and is slow: it runs a
+few tiny cases.
 --quick runs a subset that still covers 1-D/2-D/3-D, the three dtypes, head_dim 32/64/128/256 and an
 odd head_dim (for scripts/gpu_check.sh's time budget). A case that a family routes to another
 family (e.g. cuda-hopper's float32 problems to cuda-fused) is checked once, on that family.
