@@ -78,7 +78,8 @@ def test_chain_of_steps_feeds_out_and_keeps_every_gradient():
 def test_fast_rows_are_timed_chained(tmp_path, capsys):
     js = tmp_path / "c.json"
     argv = ["--suite", "quick", "--problems", "Q2,Q2d", "--peers", "reference,xla-full",
-            "--modes", "fwd,fwd+bwd", "--chain-below-ms", "1e4", "--max-row-s", "0.05", "--no-floors", "--json", str(js)]
+            "--modes", "fwd,fwd+bwd", "--chain-below-ms", "1e4", "--max-row-s", "0.05", "--no-floors",
+            "--json", str(js)]
     assert run.main(argv) == 0
     assert capsys.readouterr().out.count("×32 chained (host-timed") == 8  # fwd+bwd steps too
     rows = [r for r in json.loads(js.read_text())["rows"] if r["status"] == "ok"]
