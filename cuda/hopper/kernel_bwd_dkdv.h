@@ -13,9 +13,11 @@
 //   S^T = K Q^T and dP^T = V dO^T  (wgmma m64n64k16, every operand from shared memory);
 //   P^T = exp(S^T - lse), masked by each key row's query intervals;
 //   dV += P^T dO  (wgmma m64nDk16, P^T from registers, dO MN-major), issued at once, so it runs
-//   under dS^T = P^T (dP^T - delta);  dK += dS^T Q  (the same form). At head_dim 64 dK runs
-//   on under the next tile's start, whose S^T and dP^T are issued before the last tile's slots
-//   are refilled (at 128 and 256 its A fragments would not fit the registers there).
+//   under dS^T = P^T (dP^T - delta);  dK += dS^T Q  (the same form). Up to head_dim 128 (the
+//   TMA kernel at 128) dK runs on under the next tile's start, whose S^T and dP^T are issued
+//   before the last tile's slots are refilled (elsewhere its A fragments would not fit the
+//   registers there); otherwise each warp waits for dK at the end of the tile, and the loop
+//   needs one CTA barrier a tile instead of two.
 // Two CTAs per SM (three at head_dim 32, one at 256). Epilogue: dK * scale and dV, staged as T,
 // 16-byte stores through a table of the key rows' indices written in the prologue (RowTable).
 // RD (hopper_bwd_dkdv_rd_kernel): launched dependent on the dQ kernel, which writes delta
@@ -46,7 +48,6 @@ template <typename T, int D>
 struct BwdDkdvConfig : BwdTiles<D> {
   using typename BwdTiles<D>::Tile;
   using BwdTiles<D>::kCols;
-  static constexpr bool kDeferDk = D < 128;  // dK's MMA runs into the next tile
   // K, V, 2 x Q, 2 x dO (1024-byte aligned), 2 x (lse, delta), then the tables.
   static constexpr int kV = Tile::kBytes;
   static constexpr int kQ = 2 * Tile::kBytes;
@@ -74,6 +75,9 @@ __device__ __forceinline__ void bwd_dkdv(const fused::KernelParams& p, const Tma
   constexpr int NT = NC / 8;
   constexpr int NTH = Cfg::kThreads, DO = Cfg::kOut;
   constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
+  // dK's MMA runs on into the next tile, whose S^T and dP^T are issued under it. Not at head_dim
+  // 256, nor in the cp.async kernel at 128: holding its A fragments there spilled (ptxas).
+  constexpr bool kDeferDk = D < 128 || (kTma && D == 128);
   extern __shared__ char smem_raw[];
   const AlignedSmem sm = align_smem_1024(smem_raw);
   const uint32_t sK = sm.addr, sV = sK + Cfg::kV, sQ = sK + Cfg::kQ, sdO = sK + Cfg::kDO;
@@ -155,16 +159,19 @@ __device__ __forceinline__ void bwd_dkdv(const fused::KernelParams& p, const Tma
     gemm_ss_abt<T, NC, D, Tile, Tile>(dp, dv_desc, Tile::k_major(do_tile));
     wgmma_commit();
     // The tile's element masks while S^T and dP^T run (they depend only on the tile and the
-    // rows). At head_dim 256 the rows' intervals are read again here instead of held through
-    // the loop: holding them spilled 24 bytes (ptxas).
+    // rows). From head_dim 128 the rows' intervals are read again here instead of held through
+    // the loop: holding them spilled 24 bytes at 256, and at 128 took the registers that
+    // kDeferDk needs (ptxas).
     const int cut = wt.cut_dims(tb, p.ts.qlog);
     uint32_t mask = 0u;
     if (cut) {
-      if constexpr (D > 128) key_row_partners(p, tab, warp, lane, rp);
+      if constexpr (D >= 128) key_row_partners(p, tab, warp, lane, rp);
       mask = mask_word(rp, cut, tb, p.ts.qlog, lane);
     }
-    wgmma_wait<1>();  // dK of tile it - 1 is done: every warp then leaves the other slots
-    __syncthreads();
+    // dK of tile it - 1 is done: every warp then leaves the other slots. Without kDeferDk each
+    // warp waited for it before the barrier above.
+    wgmma_wait<1>();
+    if constexpr (kDeferDk) __syncthreads();
     int tn[3] = {tb[0], tb[1], tb[2]};
     if (it + 1 < n_it) {
       if (walk.next_wraps(c.nq)) ++load_head;  // next query head of the GQA group
@@ -201,9 +208,8 @@ __device__ __forceinline__ void bwd_dkdv(const fused::KernelParams& p, const Tma
     wgmma_fence();
     gemm_rs_ab<T, DO, NT / 2, Tile>(dk, da, desc_plus(Tile::mn_major(q_tile), out_cols), it > 0);
     wgmma_commit();
-    // dV is done; dK runs on into the next tile, except at D >= 128, where holding its A
-    // fragments there would spill (ptxas).
-    if constexpr (Cfg::kDeferDk) {
+    // dV is done; with kDeferDk dK runs on into the next tile.
+    if constexpr (kDeferDk) {
       wgmma_wait<1>();
     } else {
       wgmma_wait<0>();

@@ -156,7 +156,9 @@ __device__ __forceinline__ void bwd_dq(const fused::KernelParams& p, const TmaMa
     const int st = j & 1;
     const uint32_t k_tile = sK + st * Tile::kBytes, v_tile = sV + st * Tile::kBytes;
     bars.wait(j);
-    __syncthreads();
+    // The other threads' gathers (TMA: each thread waited for the boxes itself), and before the
+    // first tile their Q and dO rows.
+    if (!kTma || j == 0) __syncthreads();
 
     // The tile's element masks (they depend only on the tile and the rows): before its MMAs,
     // off the path from S to dQ, where registers allow (head_dim 32; at 64 holding the word
