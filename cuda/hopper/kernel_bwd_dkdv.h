@@ -15,9 +15,8 @@
 //   dV += P^T dO  (wgmma m64nDk16, P^T from registers, dO MN-major), issued at once, so it runs
 //   under dS^T = P^T (dP^T - delta);  dK += dS^T Q  (the same form). Up to head_dim 128 (the
 //   TMA kernel at 128) dK runs on under the next tile's start, whose S^T and dP^T are issued
-//   before the last tile's slots are refilled (elsewhere its A fragments would not fit the
-//   registers there); otherwise each warp waits for dK at the end of the tile, and the loop
-//   needs one CTA barrier a tile instead of two.
+//   before the last tile's slots are refilled (kDeferDk); otherwise each warp waits for dK at
+//   the end of the tile, and the loop needs one CTA barrier a tile instead of two.
 // Two CTAs per SM (three at head_dim 32, one at 256). Epilogue: dK * scale and dV, staged as T,
 // 16-byte stores through a table of the key rows' indices written in the prologue (RowTable).
 // RD (hopper_bwd_dkdv_rd_kernel): launched dependent on the dQ kernel, which writes delta
@@ -75,8 +74,9 @@ __device__ __forceinline__ void bwd_dkdv(const fused::KernelParams& p, const Tma
   constexpr int NT = NC / 8;
   constexpr int NTH = Cfg::kThreads, DO = Cfg::kOut;
   constexpr int64_t kRowBytes = int64_t(D) * sizeof(T);
-  // dK's MMA runs on into the next tile, whose S^T and dP^T are issued under it. Not at head_dim
-  // 256, nor in the cp.async kernel at 128: holding its A fragments there spilled (ptxas).
+  // dK's MMA runs on into the next tile, whose S^T and dP^T are issued under it. Not in the
+  // cp.async kernel at 128, where holding its A fragments spilled 8 bytes (ptxas); at 256 it
+  // would fit (255 registers, 0 spills) but is not measured there.
   constexpr bool kDeferDk = D < 128 || (kTma && D == 128);
   extern __shared__ char smem_raw[];
   const AlignedSmem sm = align_smem_1024(smem_raw);
